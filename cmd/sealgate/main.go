@@ -1,0 +1,94 @@
+// Command sealgate is the OpenPGP and S/MIME encryption gateway: an SMTP
+// proxy that encrypts outbound mail per recipient, and the key directory
+// that serves the organisation's keys. See README.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `sealgate — OpenPGP and S/MIME email encryption gateway
+
+Usage:
+  sealgate serve [--config FILE]                 run the SMTP proxy and directory HTTP
+  sealgate config check --config FILE            print every config error; exit 1 on any
+  sealgate keys import [--config FILE] FILE...   import public OpenPGP keys (armored or binary)
+  sealgate keys list [--config FILE]             list the directory's keys
+  sealgate keys show [--config FILE] ADDRESS     show the keys published for an address
+  sealgate keys remove [--config FILE] ADDRESS|FINGERPRINT
+  sealgate wkd hash ADDRESS                      print the WKD hash and both URLs
+
+Without --config, built-in defaults apply: SQLite under ./sealgate-data,
+SMTP 127.0.0.1:10025 -> upstream 127.0.0.1:10026, HTTP 127.0.0.1:8080.
+deploy/sealgate.example.toml documents every setting.
+`
+
+// errUsage asks main to print the usage and exit 2.
+var errUsage = errors.New("usage")
+
+// exitError carries an exit status without printing anything more.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func main() {
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	var code exitError
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage):
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	case errors.As(err, &code):
+		os.Exit(int(code))
+	default:
+		fmt.Fprintln(os.Stderr, "sealgate:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errUsage
+	}
+	cmd, rest := args[0], args[1:]
+	sub := ""
+	if len(rest) > 0 {
+		sub = rest[0]
+	}
+	switch {
+	case cmd == "serve":
+		return cmdServe(rest, stderr)
+	case cmd == "config" && sub == "check":
+		return cmdConfigCheck(rest[1:], stdout, stderr)
+	case cmd == "keys" && sub != "":
+		return cmdKeys(sub, rest[1:], stdout, stderr)
+	case cmd == "wkd" && sub == "hash":
+		return cmdWKDHash(rest[1:], stdout)
+	case cmd == "help" || cmd == "-h" || cmd == "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return errUsage
+}
+
+// parseArgs parses flags that may stand before, between or after the
+// positional arguments ("keys import a.asc --config x.toml").
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%s: %w", fs.Name(), err)
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}

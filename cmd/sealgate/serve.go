@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/sealgate/sealgate/config"
+	"github.com/sealgate/sealgate/gateway"
+	"github.com/sealgate/sealgate/gateway/policy"
+	"github.com/sealgate/sealgate/gateway/relay"
+	"github.com/sealgate/sealgate/keydir"
+)
+
+// shutdownGrace is how long SIGTERM waits for transactions in flight.
+const shutdownGrace = 60 * time.Second
+
+func cmdServe(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	file := fs.String("config", "", "config file (default: built-in defaults)")
+	if pos, err := parseArgs(fs, args); err != nil || len(pos) > 0 {
+		return errUsage
+	}
+	cfg, err := loadConfig(*file)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, cfg, log)
+}
+
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}
+
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	gw, err := newGateway(cfg, store, log)
+	if err != nil {
+		return err
+	}
+	smtpLn, err := net.Listen("tcp", cfg.SMTP.Listen)
+	if err != nil {
+		return fmt.Errorf("smtp.listen: %w", err)
+	}
+	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		smtpLn.Close()
+		return fmt.Errorf("http.listen: %w", err)
+	}
+	hs := &http.Server{Handler: httpHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("sealgate started", "smtp", smtpLn.Addr().String(), "upstream", cfg.SMTP.Upstream,
+		"http", httpLn.Addr().String(), "database", describeDatabase(cfg))
+
+	errc := make(chan error, 2)
+	go func() { errc <- gw.Serve(smtpLn) }()
+	go func() { errc <- hs.Serve(httpLn) }()
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: finishing transactions in flight")
+	case err = <-errc:
+		log.Error("listener failed", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	if serr := gw.Shutdown(sctx); serr != nil {
+		log.Warn("shutdown did not finish cleanly", "err", serr)
+	}
+	return err
+}
+
+func httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+func describeDatabase(cfg *config.Config) string {
+	if cfg.Database == "" {
+		return "sqlite " + filepath.Join(cfg.DataDir, "sealgate.db")
+	}
+	return "postgresql"
+}
+
+func openStore(ctx context.Context, cfg *config.Config) (keydir.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
+	return keydir.Open(ctx, cfg.Database, cfg.DataDir)
+}
+
+func newGateway(cfg *config.Config, store keydir.Store, log *slog.Logger) (*gateway.Server, error) {
+	s := cfg.SMTP
+	pol, err := newPolicy(cfg.Policy)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := newRelay(s)
+	if err != nil {
+		return nil, err
+	}
+	var tlsCfg *tls.Config
+	if s.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("smtp.tls_cert: %w", err)
+		}
+		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	spoolDir := filepath.Join(cfg.DataDir, "spool")
+	if err := os.MkdirAll(spoolDir, 0o700); err != nil {
+		return nil, fmt.Errorf("spool directory: %w", err)
+	}
+	return gateway.New(gateway.Options{
+		Hostname:         s.Hostname,
+		AllowedNetworks:  s.Networks,
+		TLSConfig:        tlsCfg,
+		MaxMessageBytes:  s.MaxMessageBytes,
+		MaxRecipients:    s.MaxRecipients,
+		MaxLineLength:    s.MaxLineLength,
+		MaxHeaderBytes:   int64(s.MaxHeaderBytes),
+		MaxConnections:   s.MaxConnections,
+		CommandTimeout:   s.CommandTimeout.Duration,
+		DataTimeout:      s.DataTimeout.Duration,
+		WriteTimeout:     s.WriteTimeout.Duration,
+		LookupTimeout:    s.UpstreamTimeout.Duration,
+		SpoolDir:         spoolDir,
+		SpoolMemoryBytes: s.SpoolMemoryBytes,
+		ProtectHeaders:   cfg.ProtectHeaders(),
+		Policy:           pol,
+		Directory:        store,
+		Relay:            rel,
+		Logger:           log,
+	})
+}
+
+func newPolicy(rules []config.PolicyRule) (*policy.Policy, error) {
+	out := make([]policy.Rule, len(rules))
+	for i, r := range rules {
+		out[i] = policy.Rule{Match: r.Match, Encrypt: policy.Requirement(r.Encrypt), Format: policy.Format(r.Format)}
+	}
+	return policy.New(out)
+}
+
+func newRelay(s config.SMTP) (*relay.Relay, error) {
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: s.UpstreamTLSServerName}
+	if s.UpstreamTLSCA != "" {
+		pem, err := os.ReadFile(s.UpstreamTLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("smtp.upstream_tls_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("smtp.upstream_tls_ca: no PEM certificate found")
+		}
+		tlsCfg.RootCAs = pool
+	}
+	return relay.New(relay.Options{
+		Addr:        s.Upstream,
+		Hostname:    s.Hostname,
+		TLS:         s.UpstreamTLS,
+		TLSConfig:   tlsCfg,
+		Timeout:     s.UpstreamTimeout.Duration,
+		DataTimeout: s.UpstreamTimeout.Duration,
+	})
+}

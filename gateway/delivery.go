@@ -1,0 +1,219 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sealgate/sealgate/gateway/policy"
+	"github.com/sealgate/sealgate/gateway/relay"
+	"github.com/sealgate/sealgate/gateway/spool"
+	"github.com/sealgate/sealgate/keydir"
+	"github.com/sealgate/sealgate/pgp"
+)
+
+// delivery is one message on its way from DATA to upstream.
+type delivery struct {
+	srv      *Server
+	from     string
+	mailOpts *smtp.MailOptions
+	rcpts    []*recipient
+	log      *slog.Logger
+}
+
+// group is the recipients that receive the same bytes: one upstream
+// transaction each.
+type group struct {
+	rcpts []*recipient
+	certs []*pgp.Cert // nil: relayed as is
+}
+
+func (g *group) addrs() []string {
+	out := make([]string, len(g.rcpts))
+	for i, r := range g.rcpts {
+		out[i] = r.addr
+	}
+	return out
+}
+
+var (
+	errTooBig = &Reply{Code: 552, Enhanced: smtp.EnhancedCode{5, 3, 4}, Text: "Message too big"}
+	errHeader = &Reply{Code: 554, Enhanced: smtp.EnhancedCode{5, 6, 0}, Text: "Malformed message header"}
+)
+
+// run spools the message, opens one upstream transaction per group,
+// streams every body and only then sends the final dots. Any failure before
+// the dots aborts every transaction (nothing delivered, the client gets a
+// 4xx and retries); a failure during the dots may leave some groups
+// delivered, so the retry can duplicate but never lose (DESIGN.md).
+func (d *delivery) run(r io.Reader) (int64, []string, error) {
+	msg, err := d.spool(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer msg.Close()
+	rd, err := msg.Open()
+	if err != nil {
+		return msg.Size(), nil, errLocal(err)
+	}
+	h, _, err := parseHeader(rd, d.srv.opts.MaxHeaderBytes)
+	if err != nil {
+		return msg.Size(), nil, headerReply(err)
+	}
+	groups := d.group(visibleRecipients(h, keydir.NormalizeAddress))
+
+	txns := make([]*relay.Txn, 0, len(groups))
+	abortAll := func(ts []*relay.Txn) {
+		for _, t := range ts {
+			t.Abort()
+		}
+	}
+	for _, g := range groups {
+		t, err := d.srv.opts.Relay.Begin(context.Background(), d.from, d.upstreamMailOptions(), g.addrs())
+		if err != nil {
+			abortAll(txns)
+			return msg.Size(), nil, errUpstream(err)
+		}
+		txns = append(txns, t)
+		if err := d.writeBody(t, msg, g); err != nil {
+			abortAll(txns)
+			var rep *Reply
+			if errors.As(err, &rep) {
+				return msg.Size(), nil, err
+			}
+			return msg.Size(), nil, errUpstream(err)
+		}
+	}
+	replies := make([]string, 0, len(txns))
+	for i, t := range txns {
+		rep, err := t.Commit()
+		if err != nil {
+			abortAll(txns[i+1:])
+			if i > 0 {
+				d.log.Warn("upstream accepted some copies before failing; the retry may duplicate them", "accepted", i, "of", len(txns))
+			}
+			return msg.Size(), replies, errUpstream(err)
+		}
+		replies = append(replies, rep)
+	}
+	return msg.Size(), replies, nil
+}
+
+func headerReply(err error) error {
+	if errors.Is(err, errHeaderTooLarge) {
+		return &Reply{Code: 552, Enhanced: smtp.EnhancedCode{5, 3, 4}, Text: "Message header too large", Cause: err}
+	}
+	return &Reply{Code: errHeader.Code, Enhanced: errHeader.Enhanced, Text: errHeader.Text, Cause: err}
+}
+
+// spool reads DATA into the spool, canonicalising line endings.
+func (d *delivery) spool(r io.Reader) (*spool.Message, error) {
+	o := d.srv.opts
+	sw, err := spool.New(spool.Options{Dir: o.SpoolDir, MemoryBytes: o.SpoolMemoryBytes, MaxBytes: o.MaxMessageBytes})
+	if err != nil {
+		return nil, errLocal(err)
+	}
+	cw := newCRLFWriter(sw)
+	if _, err := io.Copy(cw, r); err != nil {
+		sw.Discard()
+		if errors.Is(err, spool.ErrTooLarge) || errors.Is(err, smtp.ErrDataTooLarge) {
+			return nil, errTooBig
+		}
+		return nil, errLocal(fmt.Errorf("%w: %w", errClientData, err))
+	}
+	if err := cw.Flush(); err != nil {
+		sw.Discard()
+		return nil, errTooBig
+	}
+	msg, err := sw.Finish()
+	if err != nil {
+		return nil, errLocal(err)
+	}
+	return msg, nil
+}
+
+// group sorts recipients into transactions: the encrypted recipients named
+// in To/Cc share one copy; every other encrypted recipient (a Bcc) gets a
+// copy encrypted to its key alone, so no copy reveals a Bcc recipient's key
+// (reliability.md P6); plaintext recipients share one copy.
+func (d *delivery) group(visible map[string]bool, visibleOK bool) []*group {
+	shared, plain := &group{}, &group{}
+	var singles []*group
+	seen := map[string]bool{}
+	for _, r := range d.rcpts {
+		switch {
+		case r.decision.Action != policy.Encrypt:
+			plain.rcpts = append(plain.rcpts, r)
+		case visibleOK && visible[r.norm]:
+			shared.rcpts = append(shared.rcpts, r)
+			if fp := r.cert.Fingerprint(); !seen[fp] {
+				seen[fp] = true
+				shared.certs = append(shared.certs, r.cert)
+			}
+		default:
+			singles = append(singles, &group{rcpts: []*recipient{r}, certs: []*pgp.Cert{r.cert}})
+		}
+	}
+	var out []*group
+	if len(shared.rcpts) > 0 {
+		out = append(out, shared)
+	}
+	out = append(out, singles...)
+	if len(plain.rcpts) > 0 {
+		out = append(out, plain)
+	}
+	return out
+}
+
+func (d *delivery) upstreamMailOptions() *smtp.MailOptions {
+	if d.mailOpts == nil {
+		return nil
+	}
+	return &smtp.MailOptions{UTF8: d.mailOpts.UTF8, Return: d.mailOpts.Return, EnvelopeID: d.mailOpts.EnvelopeID}
+}
+
+// writeBody streams one group's copy into its upstream transaction.
+func (d *delivery) writeBody(t *relay.Txn, msg *spool.Message, g *group) error {
+	rd, err := msg.Open()
+	if err != nil {
+		return errLocal(err)
+	}
+	h, body, err := parseHeader(rd, d.srv.opts.MaxHeaderBytes)
+	if err != nil {
+		return headerReply(err)
+	}
+	bw := bufio.NewWriterSize(t, 64*1024)
+	if g.certs == nil {
+		if err := writePlainHeader(bw, h); err != nil {
+			return err
+		}
+		if _, err := io.Copy(bw, body); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	protect := d.srv.opts.ProtectHeaders
+	boundary := pgp.NewBoundary()
+	if err := writeOuterHeader(bw, h, protect, pgp.MIMEContentType(boundary)); err != nil {
+		return err
+	}
+	enc, err := pgp.EncryptMIME(bw, boundary, g.certs, pgp.EncryptOptions{Now: d.srv.opts.Now})
+	if err != nil {
+		return errLocal(err)
+	}
+	if err := writeInnerHeader(enc, h, protect); err != nil {
+		return errLocal(err)
+	}
+	if _, err := io.Copy(enc, body); err != nil {
+		return err
+	}
+	if err := enc.Close(); err != nil {
+		return errLocal(err)
+	}
+	return bw.Flush()
+}

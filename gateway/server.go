@@ -1,0 +1,130 @@
+// Package gateway is sealgate's SMTP proxy: it accepts mail from the
+// organisation's mail host, decides per recipient (policy + key directory)
+// whether to encrypt, encrypts, and relays to the upstream mail host. It
+// keeps no queue: a message is answered 250 only once upstream accepted
+// every copy, and any transient fault is a 4xx so the sender retries.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sealgate/sealgate/gateway/policy"
+	"github.com/sealgate/sealgate/gateway/relay"
+	"github.com/sealgate/sealgate/keydir"
+)
+
+// Directory answers key lookups; keydir.Store implements it.
+type Directory interface {
+	Lookup(ctx context.Context, address string) ([]keydir.Key, error)
+}
+
+// Options configure a Server. Every limit must be positive: zero never
+// means unlimited (New refuses it).
+type Options struct {
+	Hostname        string
+	AllowedNetworks []netip.Prefix
+	TLSConfig       *tls.Config // nil: no STARTTLS offered
+
+	MaxMessageBytes  int64
+	MaxRecipients    int
+	MaxLineLength    int
+	MaxHeaderBytes   int64
+	MaxConnections   int
+	CommandTimeout   time.Duration // per command line
+	DataTimeout      time.Duration // per read while DATA arrives
+	WriteTimeout     time.Duration
+	LookupTimeout    time.Duration // per recipient key lookup
+	SpoolDir         string
+	SpoolMemoryBytes int64
+
+	ProtectHeaders bool
+	Policy         *policy.Policy
+	Directory      Directory
+	Relay          *relay.Relay
+	Logger         *slog.Logger
+	Now            func() time.Time // nil: time.Now
+}
+
+// Server is the SMTP proxy.
+type Server struct {
+	opts  Options
+	smtp  *smtp.Server
+	certs *certCache
+	log   *slog.Logger
+}
+
+// New validates opts and builds a Server.
+func New(opts Options) (*Server, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	s := &Server{opts: opts, certs: newCertCache(4096), log: opts.Logger}
+	srv := smtp.NewServer(s)
+	srv.Domain = opts.Hostname
+	srv.MaxMessageBytes = opts.MaxMessageBytes
+	srv.MaxRecipients = opts.MaxRecipients
+	srv.MaxLineLength = opts.MaxLineLength
+	srv.ReadTimeout = opts.CommandTimeout
+	srv.WriteTimeout = opts.WriteTimeout
+	srv.TLSConfig = opts.TLSConfig
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = slogPrinter{opts.Logger}
+	s.smtp = srv
+	return s, nil
+}
+
+func (o *Options) validate() error {
+	var errs []error
+	need := func(ok bool, what string) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("gateway: %s", what))
+		}
+	}
+	need(o.Hostname != "", "hostname is required")
+	need(len(o.AllowedNetworks) > 0, "at least one allowed network is required")
+	need(o.MaxMessageBytes > 0 && o.MaxRecipients > 0 && o.MaxLineLength > 0 &&
+		o.MaxHeaderBytes > 0 && o.MaxConnections > 0 && o.SpoolMemoryBytes > 0, "size and count limits must be positive")
+	need(o.CommandTimeout > 0 && o.DataTimeout > 0 && o.WriteTimeout > 0 && o.LookupTimeout > 0, "timeouts must be positive")
+	need(o.Policy != nil && o.Directory != nil && o.Relay != nil && o.Logger != nil, "policy, directory, relay and logger are required")
+	return errors.Join(errs...)
+}
+
+// Serve accepts SMTP connections on l until Close or Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	return s.smtp.Serve(newGuardListener(l, s.opts.AllowedNetworks, s.opts.MaxConnections, s.opts.Hostname, s.log))
+}
+
+// Shutdown stops accepting connections and waits for open sessions to end
+// or ctx to expire.
+func (s *Server) Shutdown(ctx context.Context) error { return s.smtp.Shutdown(ctx) }
+
+// Close stops the server at once.
+func (s *Server) Close() error { return s.smtp.Close() }
+
+// NewSession implements smtp.Backend.
+func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	id := newID()
+	return &session{
+		srv:  s,
+		conn: c,
+		log:  s.log.With("conn", id, "remote", c.Conn().RemoteAddr().String()),
+	}, nil
+}
+
+// slogPrinter adapts go-smtp's logger to slog.
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Printf(format string, v ...any) { p.log.Error(fmt.Sprintf(format, v...)) }
+func (p slogPrinter) Println(v ...any)               { p.log.Error(fmt.Sprint(v...)) }
