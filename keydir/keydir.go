@@ -42,8 +42,8 @@ type Store interface {
 	List(ctx context.Context) ([]Key, error)
 	// Remove deletes the key with fingerprint fpr or returns ErrNotFound.
 	Remove(ctx context.Context, fpr string) error
+	// RemoveAddress deletes every key indexed under the normalised address
+	// and returns their fingerprints (sorted), or ErrNotFound when there is none.
+	RemoveAddress(ctx context.Context, address string) ([]string, error)
 	Close() error
 }
-
-// NormalizeAddress returns the form addresses are indexed and looked up by.
-func NormalizeAddress(addr string) (string, error) { return "", errors.New("not implemented") }

@@ -1,0 +1,170 @@
+package keydir
+
+import (
+	"bytes"
+	"context"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/sealgate/sealgate/pgp"
+)
+
+// MaxImportBytes caps one import input (a file or a request body).
+const MaxImportBytes = 16 << 20
+
+// ImportResult is the outcome for one certificate of an import.
+type ImportResult struct {
+	Fingerprint string
+	Addresses   []string // normalised, sorted, deduplicated; the ones stored
+	Err         error    // why this certificate was not stored; nil when it was
+}
+
+// ImportPGP stores every usable OpenPGP certificate in data (armored or
+// binary, one or many). If the input as a whole is unusable (secret key
+// material anywhere in it, garbage, too large) it returns the error and
+// stores nothing; errors.Is(err, pgp.ErrSecretKey) reports the first case.
+// Otherwise each certificate gets a result: one that cannot be encrypted
+// to at now, or that has no valid e-mail address, gets an Err and is not
+// stored. The error is non-nil only for a whole-input or store failure;
+// after a store failure the results cover the certificates before the one
+// that failed, and the ones after it were not stored.
+func ImportPGP(ctx context.Context, s Store, data []byte, now time.Time) ([]ImportResult, error) {
+	certs, err := pgp.ReadCerts(bytes.NewReader(data), MaxImportBytes)
+	if err != nil {
+		return nil, fmt.Errorf("keydir: import: %w", err)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("keydir: import: no OpenPGP certificate found")
+	}
+	// Validate all before storing any, so a context error cannot leave a
+	// valid key half-way through the list unexamined.
+	results := make([]ImportResult, len(certs))
+	for i, c := range certs {
+		results[i] = checkCert(c, now)
+	}
+	for i, c := range certs {
+		if results[i].Err != nil {
+			continue
+		}
+		key := Key{Fingerprint: c.Fingerprint(), Kind: KindPGP, Data: c.Bytes(), Addresses: results[i].Addresses}
+		if err := s.Put(ctx, key); err != nil {
+			return results[:i], fmt.Errorf("keydir: import %s: %w", key.Fingerprint, err)
+		}
+	}
+	return results, nil
+}
+
+// checkCert decides whether c may be published: it must be usable for
+// encryption at now and carry at least one address that normalises.
+func checkCert(c *pgp.Cert, now time.Time) ImportResult {
+	r := ImportResult{Fingerprint: c.Fingerprint()}
+	if err := c.CheckEncryption(now); err != nil {
+		r.Err = fmt.Errorf("keydir: key %s not imported: %w", r.Fingerprint, err)
+		return r
+	}
+	var bad []error
+	for _, a := range c.Addresses() {
+		n, err := NormalizeAddress(a)
+		if err != nil {
+			bad = append(bad, err)
+			continue
+		}
+		r.Addresses = append(r.Addresses, n)
+	}
+	if len(r.Addresses) == 0 {
+		r.Err = fmt.Errorf("keydir: key %s not imported: no valid e-mail address in its user IDs", r.Fingerprint)
+		if len(bad) > 0 {
+			r.Err = fmt.Errorf("%w: %w", r.Err, errors.Join(bad...))
+		}
+		return r
+	}
+	slices.Sort(r.Addresses)
+	r.Addresses = slices.Compact(r.Addresses)
+	return r
+}
+
+// ImportFile reads the file at path (at most MaxImportBytes) and imports
+// it: OpenPGP certificates through ImportPGP. X.509 certificates (PEM or
+// DER) are recognised and refused until the S/MIME import lands.
+func ImportFile(ctx context.Context, s Store, path string, now time.Time) ([]ImportResult, error) {
+	data, err := readFileCapped(path, MaxImportBytes)
+	if err != nil {
+		return nil, err
+	}
+	switch detectFormat(data) {
+	case formatX509:
+		return importX509(ctx, s, data, now)
+	default:
+		return ImportPGP(ctx, s, data, now)
+	}
+}
+
+// importX509 is where X.509 certificate import goes (a later issue, with
+// the smime package): parse, validate the chain, index by the e-mail
+// addresses of the subject and SAN, store with KindX509.
+func importX509(_ context.Context, _ Store, _ []byte, _ time.Time) ([]ImportResult, error) {
+	return nil, errors.New("keydir: X.509 certificates are not supported yet")
+}
+
+type inputFormat int
+
+const (
+	formatPGP inputFormat = iota
+	formatX509
+)
+
+// pemCertMarkers start the PEM blocks that hold X.509 certificates
+// (RFC 7468 §5 and §6; "X509 CERTIFICATE" is a legacy label).
+func pemCertMarkers() []string {
+	return []string{
+		"-----BEGIN CERTIFICATE-----",
+		"-----BEGIN X509 CERTIFICATE-----",
+		"-----BEGIN TRUSTED CERTIFICATE-----",
+		"-----BEGIN PKCS7-----",
+	}
+}
+
+// detectFormat tells X.509 input from OpenPGP input. DER starts with an
+// ASN.1 SEQUENCE tag (0x30), which is never a valid first OpenPGP packet
+// header: RFC 9580 §4.2 requires bit 7 of that octet to be set.
+func detectFormat(data []byte) inputFormat {
+	for _, m := range pemCertMarkers() {
+		if bytes.Contains(data, []byte(m)) {
+			return formatX509
+		}
+	}
+	var v asn1.RawValue
+	if len(data) > 0 && data[0] == 0x30 {
+		if _, err := asn1.Unmarshal(data, &v); err == nil && v.IsCompound {
+			return formatX509
+		}
+	}
+	return formatPGP
+}
+
+// readFileCapped reads at most limit bytes of the file at path and fails
+// if it is larger.
+func readFileCapped(path string, limit int64) (data []byte, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("keydir: import: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("keydir: import %s: %w", path, cerr)
+		}
+	}()
+	data, err = io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("keydir: import %s: %w", path, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("keydir: import %s: file is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}

@@ -1,0 +1,137 @@
+package keydir
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// SQLiteFileName is the database file Open uses inside the data directory.
+const SQLiteFileName = "sealgate.db"
+
+// sqliteMaxConns bounds the connection pool. WAL lets readers run in
+// parallel with the single writer; more connections than this only add
+// contention on the write lock.
+const sqliteMaxConns = 8
+
+// Open opens the store the configuration names: database "" is SQLite in
+// dataDir (see SQLiteFileName); a postgres:// or postgresql:// URL is
+// PostgreSQL. The caller closes the store.
+func Open(ctx context.Context, database, dataDir string) (Store, error) {
+	switch {
+	case database == "":
+		if dataDir == "" {
+			return nil, errors.New("keydir: open: data directory is empty")
+		}
+		return OpenSQLite(ctx, filepath.Join(dataDir, SQLiteFileName))
+	case isPostgresURL(database):
+		// A later issue adds the PostgreSQL store (pgx stdlib + pgDialect).
+		return nil, errors.New("keydir: PostgreSQL store not available yet")
+	default:
+		// Never echo database: it may hold a password.
+		return nil, errors.New(`keydir: open: unsupported database setting: want "" (SQLite in data_dir) or a postgres:// URL`)
+	}
+}
+
+func isPostgresURL(s string) bool {
+	l := strings.ToLower(s)
+	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://")
+}
+
+// SQLStore is the SQL implementation of Store (SQLite today; the queries
+// are shared with PostgreSQL through dialect).
+type SQLStore struct {
+	db *sql.DB
+	d  dialect
+}
+
+// OpenSQLite opens (creating if needed) the SQLite database at path and
+// brings its schema up to date. A new database file and its directory are
+// private to the owner (0600 and 0700).
+func OpenSQLite(ctx context.Context, path string) (*SQLStore, error) {
+	if path == "" {
+		return nil, errors.New("keydir: open sqlite: empty path")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("keydir: open sqlite: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("keydir: open sqlite: %w", err)
+	}
+	if err := createPrivateFile(abs); err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("sqlite", sqliteDSN(abs))
+	if err != nil {
+		return nil, fmt.Errorf("keydir: open sqlite %s: %w", abs, err)
+	}
+	db.SetMaxOpenConns(sqliteMaxConns)
+	db.SetMaxIdleConns(sqliteMaxConns)
+	s := &SQLStore{db: db, d: sqliteDialect}
+	if err := s.init(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("keydir: open sqlite %s: %w", abs, err), db.Close())
+	}
+	return s, nil
+}
+
+func (s *SQLStore) init(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return err
+	}
+	_, err := migrate(ctx, s.db, s.d, migrations())
+	return err
+}
+
+// createPrivateFile creates path with mode 0600 unless it exists, so that
+// SQLite (which gives its -wal and -shm files the database file's mode)
+// never creates anything readable by others. An existing file keeps the
+// mode its operator chose.
+func createPrivateFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("keydir: create %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("keydir: create %s: %w", path, err)
+	}
+	return nil
+}
+
+// sqliteDSN is the modernc.org/sqlite data source name for the absolute
+// path. The path is a URI so that '?' or '#' in it cannot be taken for
+// parameters; the pragmas run on every new connection.
+func sqliteDSN(abs string) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	// BEGIN IMMEDIATE: every transaction here writes, and taking the write
+	// lock up front makes busy_timeout apply instead of failing with
+	// SQLITE_BUSY when a read snapshot cannot be upgraded.
+	q.Set("_txlock", "immediate")
+	// A format SQLite's own date functions understand.
+	q.Set("_time_format", "sqlite")
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}
+	return u.String()
+}
+
+// Close closes the database.
+func (s *SQLStore) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("keydir: close: %w", err)
+	}
+	return nil
+}
