@@ -29,9 +29,25 @@ func parseHeader(msg io.Reader, max int64) (textproto.Header, io.Reader, error) 
 		}
 		return h, nil, fmt.Errorf("gateway: malformed header: %w", err)
 	}
+	consumed := max - lr.N - int64(br.Buffered())
+	if lr.N == 0 && consumed != rawLen(h)+2 {
+		// ReadHeader stopped at the end of what the limit let through,
+		// not at the blank line (CRLF) that ends a header section.
+		return h, nil, errHeaderTooLarge
+	}
 	rest := make([]byte, br.Buffered())
 	copy(rest, mustPeek(br, len(rest)))
 	return h, io.MultiReader(bytes.NewReader(rest), msg), nil
+}
+
+// rawLen is the byte length of all header fields as they were read.
+func rawLen(h textproto.Header) int64 {
+	var n int64
+	for f := h.Fields(); f.Next(); {
+		raw, _ := f.Raw()
+		n += int64(len(raw))
+	}
+	return n
 }
 
 func mustPeek(br *bufio.Reader, n int) []byte {
@@ -153,6 +169,12 @@ func writeInnerHeader(w io.Writer, h textproto.Header, protect bool) error {
 		}
 	}
 	if protect {
+		if !h.Has("Mime-Version") {
+			// Without it a MIME parser may ignore the Content-Type below.
+			if _, err := io.WriteString(w, "MIME-Version: 1.0\r\n"); err != nil {
+				return err
+			}
+		}
 		if !sawType {
 			// RFC 2045 §5.2: no Content-Type means text/plain; us-ascii.
 			if _, err := io.WriteString(w, "Content-Type: text/plain; charset=us-ascii; hp=\"cipher\"\r\n"); err != nil {

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every sealgate test. Installs the real peers the tests talk to
+# (Debian packages) when they are missing, then runs the Go test suite
+# with the race detector. Extra arguments go to `go test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ]; }
+have gpg                           || need_pkgs+=(gnupg)
+have gpgsm                         || need_pkgs+=(gpgsm)
+have /usr/lib/gnupg/gpg-wks-client || need_pkgs+=(gpg-wks-client)
+have sq                            || need_pkgs+=(sq)
+have rnp                           || need_pkgs+=(rnp)
+have swaks                         || need_pkgs+=(swaks)
+have /usr/sbin/smtp-sink           || need_pkgs+=(postfix)
+have openssl                       || need_pkgs+=(openssl)
+
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing packages: ${need_pkgs[*]} (run as root, or: sudo apt-get install ${need_pkgs[*]})" >&2
+    exit 1
+  fi
+  echo "installing: ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Postfix must not ask questions or start a system instance.
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  if command -v postfix >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
+fi
+
+go version
+go vet ./...
+go test -race -count=1 -timeout 20m "$@" ./...
