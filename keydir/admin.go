@@ -48,6 +48,12 @@ type Admin interface {
 	History(ctx context.Context, address string) ([]Event, error)
 	// LookupKeyID returns keys whose primary key ID (16 upper-case hex) matches.
 	LookupKeyID(ctx context.Context, keyID string) ([]Key, error)
+	// LookupWKD returns the keys with an address in domain whose local
+	// part has WKD hash hash (keydir/wkd.Hash of the normalised local part),
+	// with those addresses. It is an indexed query: the store keeps the hash
+	// and the domain of every address (key_addresses columns filled by Put,
+	// backfilled by the migration that adds them).
+	LookupWKD(ctx context.Context, domain, hash string) ([]Key, error)
 }
 
 type actorKey struct{}
