@@ -4,11 +4,14 @@
 package pgp
 
 import (
+	"bytes"
+	"encoding/hex"
 	"errors"
-	"io"
-	"time"
+	"slices"
+	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
 // ErrSecretKey is returned (wrapped) by ReadCerts when its input holds any
@@ -20,50 +23,98 @@ type Cert struct {
 	Entity *openpgp.Entity
 }
 
-// ReadCerts parses every certificate in r: ASCII-armored (one or several
-// armor blocks) or binary, one or many certificates. It reads at most
-// maxBytes (> 0) and fails if the input is larger.
-func ReadCerts(r io.Reader, maxBytes int64) ([]*Cert, error) {
-	return nil, errors.New("pgp: ReadCerts not implemented")
-}
-
 // Fingerprint is the primary key's fingerprint in upper-case hex.
-func (c *Cert) Fingerprint() string { return "" }
+func (c *Cert) Fingerprint() string {
+	if c == nil || c.Entity == nil || c.Entity.PrimaryKey == nil {
+		return ""
+	}
+	return strings.ToUpper(hex.EncodeToString(c.Entity.PrimaryKey.Fingerprint))
+}
 
 // Addresses lists the e-mail addresses of the certificate's user IDs
 // that are not revoked, as written in the user IDs (not normalised).
-func (c *Cert) Addresses() []string { return nil }
-
-// Bytes is the binary serialisation of the public certificate.
-func (c *Cert) Bytes() []byte { return nil }
-
-// CheckEncryption reports whether the certificate can be encrypted to at
-// time now. The error explains why not, for an admin to read.
-func (c *Cert) CheckEncryption(now time.Time) error { return errors.New("not implemented") }
-
-// EncryptOptions tunes Encrypt and EncryptMIME. The zero value is safe.
-type EncryptOptions struct {
-	// Now returns the current time; nil means time.Now.
-	Now func() time.Time
+// The list is sorted and holds each address once.
+func (c *Cert) Addresses() []string {
+	if c == nil || c.Entity == nil {
+		return nil
+	}
+	var addrs []string
+	for _, id := range c.Entity.Identities {
+		// A user ID with only a revocation has no self-signature (go-crypto
+		// #313); one with any verified self-revocation is not listed at all,
+		// whatever its date: a directory must not advertise it.
+		if id.UserId == nil || id.SelfSignature == nil || len(id.Revocations) > 0 {
+			continue
+		}
+		if id.UserId.Email != "" {
+			addrs = append(addrs, id.UserId.Email)
+		}
+	}
+	slices.Sort(addrs)
+	return slices.Compact(addrs)
 }
 
-// Encrypt returns a writer; what is written to it is encrypted to every
-// recipient and written ASCII-armored to w. Close finishes the message
-// (it does not close w).
-func Encrypt(w io.Writer, to []*Cert, opts EncryptOptions) (io.WriteCloser, error) {
-	return nil, errors.New("pgp: Encrypt not implemented")
+// Bytes is the binary serialisation of the public certificate. It never
+// contains secret key material, and it is deterministic: user IDs are
+// written in sorted order (go-crypto's Entity.Serialize follows map order).
+// It returns nil if the certificate cannot be serialised.
+func (c *Cert) Bytes() []byte {
+	if c == nil || c.Entity == nil || c.Entity.PrimaryKey == nil {
+		return nil
+	}
+	var buf bytes.Buffer
+	if err := serializePublic(&buf, c.Entity); err != nil {
+		return nil
+	}
+	return buf.Bytes()
 }
 
-// NewBoundary returns a fresh random MIME boundary.
-func NewBoundary() string { return "" }
+// serializePublic writes the transferable public key (RFC 9580 §10.1):
+// primary key, its revocations and direct-key signatures, user IDs with
+// their signatures, subkeys with revocations and binding signature. Only
+// public-key packets are written, never secret-key ones.
+func serializePublic(buf *bytes.Buffer, e *openpgp.Entity) error {
+	if err := e.PrimaryKey.Serialize(buf); err != nil {
+		return err
+	}
+	if err := serializeSigs(buf, e.Revocations, e.Signatures); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(e.Identities))
+	for name := range e.Identities {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		id := e.Identities[name]
+		if err := id.UserId.Serialize(buf); err != nil {
+			return err
+		}
+		if err := serializeSigs(buf, id.Signatures); err != nil {
+			return err
+		}
+	}
+	for _, sub := range e.Subkeys {
+		if err := sub.PublicKey.Serialize(buf); err != nil {
+			return err
+		}
+		if err := serializeSigs(buf, sub.Revocations, []*packet.Signature{sub.Sig}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-// MIMEContentType is the Content-Type header value of an RFC 3156
-// multipart/encrypted body that uses boundary.
-func MIMEContentType(boundary string) string { return "" }
-
-// EncryptMIME writes an RFC 3156 multipart/encrypted body (the part after
-// the header) to w. The returned writer takes the inner MIME entity; its
-// Close finishes the ciphertext and writes the closing boundary.
-func EncryptMIME(w io.Writer, boundary string, to []*Cert, opts EncryptOptions) (io.WriteCloser, error) {
-	return nil, errors.New("pgp: EncryptMIME not implemented")
+func serializeSigs(buf *bytes.Buffer, lists ...[]*packet.Signature) error {
+	for _, list := range lists {
+		for _, sig := range list {
+			if sig == nil {
+				continue
+			}
+			if err := sig.Serialize(buf); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
