@@ -77,6 +77,11 @@ func (d *delivery) run(r io.Reader) (int64, []string, error) {
 		t, err := d.srv.opts.Relay.Begin(context.Background(), d.from, d.upstreamMailOptions(), g.addrs())
 		if err != nil {
 			abortAll(txns)
+			if errors.Is(err, relay.ErrNoSMTPUTF8) {
+				// RFC 6531 §3.4: a message that needs SMTPUTF8 cannot go
+				// to a server without it; retrying will not help.
+				return msg.Size(), nil, &Reply{Code: 550, Enhanced: smtp.EnhancedCode{5, 6, 7}, Text: "SMTPUTF8 not supported by the next hop", Cause: err}
+			}
 			return msg.Size(), nil, errUpstream(err)
 		}
 		txns = append(txns, t)

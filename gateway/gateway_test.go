@@ -341,3 +341,16 @@ func TestLargeMessageSpoolsAndEncrypts(t *testing.T) {
 		t.Fatalf("large body differs (%d bytes)", len(inner))
 	}
 }
+
+func TestSMTPUTF8ToUpstreamWithoutItIsPermanent(t *testing.T) {
+	g := startGateway(t, nil, nil)
+	g.up.srv.EnableSMTPUTF8 = false
+	msg := "From: jürgen@firm.example\r\nTo: zoë@other.example\r\nSubject: x\r\n\r\nbody\r\n"
+	res := g.send(t, "jürgen@firm.example", []string{"zoë@other.example"}, msg, &smtp.MailOptions{UTF8: true})
+	if code := smtpCode(res.dataErr); code != 550 {
+		t.Fatalf("DATA reply %d (%v), want 550 5.6.7", code, res.dataErr)
+	}
+	if len(g.up.messages()) != 0 {
+		t.Fatal("relayed without SMTPUTF8")
+	}
+}

@@ -145,7 +145,16 @@ func (r *Relay) connect(ctx context.Context) (*smtp.Client, error) {
 	return c, nil
 }
 
+// ErrNoSMTPUTF8 means the message needs SMTPUTF8 (RFC 6531) and upstream
+// does not offer it: a permanent condition for this message.
+var ErrNoSMTPUTF8 = errors.New("relay: upstream does not support SMTPUTF8")
+
 func (r *Relay) open(t *Txn, from string, mail *smtp.MailOptions, rcpts []string) error {
+	if mail != nil && mail.UTF8 {
+		if ok, _ := t.c.Extension("SMTPUTF8"); !ok {
+			return ErrNoSMTPUTF8
+		}
+	}
 	if err := t.c.Mail(from, mail); err != nil {
 		return fmt.Errorf("relay: MAIL FROM: %w", err)
 	}
