@@ -32,8 +32,18 @@ type Event struct {
 	Actor       string // "cli:USER", "token:ID", …
 	Action      string // "import", "update", "remove", "revoke"
 	Fingerprint string
-	Addresses   []string
+	// Addresses are the key's addresses after the change (import, update,
+	// revoke) or before it (remove).
+	Addresses []string
 }
+
+// The actions the store records.
+const (
+	ActionImport = "import" // Put of a new fingerprint
+	ActionUpdate = "update" // Put of a fingerprint already stored
+	ActionRemove = "remove" // Remove, or RemoveAddress for each key it deletes
+	ActionRevoke = "revoke" // Put with WithAction(ctx, ActionRevoke)
+)
 
 // Admin is the part of the store the admin API and CLI need beyond keys.
 type Admin interface {
@@ -62,6 +72,25 @@ type actorKey struct{}
 // it with every change (Put, Remove, RemoveAddress) in the same transaction.
 func WithActor(ctx context.Context, actor string) context.Context {
 	return context.WithValue(ctx, actorKey{}, actor)
+}
+
+type actionKey struct{}
+
+// WithAction overrides the action the store records for a Put done with
+// ctx (normally "import" or "update"): the admin API stores a revoked
+// certificate with WithAction(ctx, ActionRevoke), so the change is
+// recorded as a revocation in the same transaction. Remove and
+// RemoveAddress always record "remove".
+func WithAction(ctx context.Context, action string) context.Context {
+	return context.WithValue(ctx, actionKey{}, action)
+}
+
+// actionFrom returns the action set by WithAction, or def.
+func actionFrom(ctx context.Context, def string) string {
+	if a, ok := ctx.Value(actionKey{}).(string); ok && a != "" {
+		return a
+	}
+	return def
 }
 
 // ActorFrom returns the actor set by WithActor, or "unknown".

@@ -1,6 +1,7 @@
 // Package keydir is sealgate's key directory: address normalisation, the
-// store of published public keys (SQLite by default, PostgreSQL later) and
-// key import with validation.
+// store of published public keys (SQLite by default, PostgreSQL for several
+// gateway nodes), key import with validation, admin tokens and the history
+// of changes.
 package keydir
 
 import (
@@ -30,8 +31,11 @@ type Key struct {
 	Updated     time.Time
 }
 
-// Store is the persistent directory.
+// Store is the persistent directory. Every change (Put, Remove,
+// RemoveAddress) is recorded as an Event in the same transaction, with the
+// actor named by WithActor.
 type Store interface {
+	Admin
 	// Put inserts or replaces the key with key.Fingerprint and its address index.
 	Put(ctx context.Context, key Key) error
 	// Get returns the key with fingerprint fpr or ErrNotFound.

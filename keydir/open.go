@@ -33,8 +33,7 @@ func Open(ctx context.Context, database, dataDir string) (Store, error) {
 		}
 		return OpenSQLite(ctx, filepath.Join(dataDir, SQLiteFileName))
 	case isPostgresURL(database):
-		// A later issue adds the PostgreSQL store (pgx stdlib + pgDialect).
-		return nil, errors.New("keydir: PostgreSQL store not available yet")
+		return OpenPostgres(ctx, database)
 	default:
 		// Never echo database: it may hold a password.
 		return nil, errors.New(`keydir: open: unsupported database setting: want "" (SQLite in data_dir) or a postgres:// URL`)
@@ -46,8 +45,8 @@ func isPostgresURL(s string) bool {
 	return strings.HasPrefix(l, "postgres://") || strings.HasPrefix(l, "postgresql://")
 }
 
-// SQLStore is the SQL implementation of Store (SQLite today; the queries
-// are shared with PostgreSQL through dialect).
+// SQLStore is the SQL implementation of Store on SQLite and PostgreSQL;
+// the queries are written once and adapted by the dialect.
 type SQLStore struct {
 	db *sql.DB
 	d  dialect

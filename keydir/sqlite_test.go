@@ -115,16 +115,17 @@ func TestSQLiteRefusesNewerSchema(t *testing.T) {
 
 func TestMigrateAppliesOnlyNewSteps(t *testing.T) {
 	s := openTestSQLite(t, filepath.Join(t.TempDir(), "sealgate.db"))
-	steps := append(migrations(), []string{`CREATE TABLE extra (id INTEGER)`})
+	steps := append(migrations(), migration{stmts: []string{`CREATE TABLE extra (id INTEGER)`}})
 	for range 2 { // the second run must find nothing to do
 		v, err := migrate(t.Context(), s.db, s.d, steps)
 		if err != nil || v != len(steps) {
 			t.Fatalf("migrate = %d, %v; want %d", v, err, len(steps))
 		}
 	}
-	bad := append(slices.Clone(steps), []string{`CREATE TABLE extra2 (id INTEGER)`, `NOT SQL`})
-	if _, err := migrate(t.Context(), s.db, s.d, bad); err == nil || !strings.Contains(err.Error(), "migrate to version 3") {
-		t.Fatalf("migrate with a failing step: err = %v; want a version 3 error", err)
+	bad := append(slices.Clone(steps), migration{stmts: []string{`CREATE TABLE extra2 (id INTEGER)`, `NOT SQL`}})
+	want := fmt.Sprintf("migrate to version %d", len(bad))
+	if _, err := migrate(t.Context(), s.db, s.d, bad); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("migrate with a failing step: err = %v; want %q", err, want)
 	}
 	var n int
 	if err := s.db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM schema_version`).Scan(&n); err != nil || n != len(steps) {
@@ -137,10 +138,16 @@ func TestMigrateAppliesOnlyNewSteps(t *testing.T) {
 }
 
 func TestRebind(t *testing.T) {
-	pg := dialect{dollarPlaceholders: true, blobType: "BYTEA", timestampType: "TIMESTAMPTZ"}
-	got := pg.rebind(`INSERT INTO t (a, b, c) VALUES (?, ?, ?) -- {{BLOB}} {{TIMESTAMP}}`)
-	if want := `INSERT INTO t (a, b, c) VALUES ($1, $2, $3) -- BYTEA TIMESTAMPTZ`; got != want {
+	got := pgDialect.rebind(`INSERT INTO t (a, b, c) VALUES (?, ?, ?) -- {{BLOB}} {{TIMESTAMP}} {{SERIAL_PK}}`)
+	want := `INSERT INTO t (a, b, c) VALUES ($1, $2, $3) -- BYTEA TIMESTAMPTZ BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY`
+	if got != want {
 		t.Errorf("rebind = %q; want %q", got, want)
+	}
+	if got, want := pgDialect.rebind(`SELECT x FROM t WHERE y = ? {{FOR_UPDATE}}`), `SELECT x FROM t WHERE y = $1 FOR UPDATE`; got != want {
+		t.Errorf("rebind = %q; want %q", got, want)
+	}
+	if got, want := sqliteDialect.rebind(`SELECT x FROM t WHERE y = ? {{FOR_UPDATE}}`), `SELECT x FROM t WHERE y = ? `; got != want {
+		t.Errorf("sqlite rebind = %q; want %q", got, want)
 	}
 	if got := sqliteDialect.rebind(`x = ? AND y = ?`); got != `x = ? AND y = ?` {
 		t.Errorf("sqlite rebind changed placeholders: %q", got)
@@ -160,9 +167,17 @@ func TestOpen(t *testing.T) {
 		t.Errorf("no database in the data directory: %v", err)
 	}
 
-	for _, u := range []string{"postgres://u@127.0.0.1/test", "PostgreSQL://u:pw@db/test"} {
-		if _, err := Open(t.Context(), u, dataDir); err == nil || err.Error() != "keydir: PostgreSQL store not available yet" {
-			t.Errorf("Open(%q): err = %v; want the not-available error", u, err)
+	// Nothing listens on port 1; a URL that does not parse fails before
+	// any connection. Neither error may show the password.
+	for _, u := range []string{
+		"postgres://u:hunter2@127.0.0.1:1/test?sslmode=disable&connect_timeout=5",
+		"PostgreSQL://u:hunter2@127.0.0.1:1/test?sslmode=disable",
+		"postgres://u:hunter2@db:notaport/test",
+		"postgresql://u:hunter2@[::1/test",
+	} {
+		_, err := Open(t.Context(), u, dataDir)
+		if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.HasPrefix(err.Error(), "keydir: open postgres: ") {
+			t.Errorf("Open(%q): err = %v; want a keydir error without the password", u, err)
 		}
 	}
 	_, err = Open(t.Context(), "mysql://admin:hunter2@db/keys", dataDir)

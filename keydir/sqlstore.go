@@ -19,54 +19,93 @@ const selectKeys = `SELECT k.fingerprint, k.kind, k.data, k.created_at, k.update
 const keyOrder = ` ORDER BY k.fingerprint, a.address`
 
 // Put inserts or replaces key and replaces its address index, in one
-// transaction. Fingerprint is stored upper-case and the addresses
-// normalised and deduplicated; a key may have no address. Updated is
-// key.Updated, or now when zero. Created is kept when the key exists;
-// otherwise it is key.Created, or Updated when zero.
-func (s *SQLStore) Put(ctx context.Context, key Key) (err error) {
+// transaction that also records the change: "import" for a new
+// fingerprint, "update" for a stored one (or the action set with
+// WithAction), by ActorFrom(ctx). Fingerprint is stored upper-case and the
+// addresses normalised and deduplicated; a key may have no address.
+// Updated is key.Updated, or now when zero. Created is kept when the key
+// exists; otherwise it is key.Created, or Updated when zero.
+func (s *SQLStore) Put(ctx context.Context, key Key) error {
 	k, err := prepareKey(key, time.Now())
 	if err != nil {
 		return err
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("keydir: put %s: begin: %w", k.Fingerprint, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback() // the error that caused it is the one to report
-		}
-	}()
-	if err := s.putTx(ctx, tx, k); err != nil {
+	if err := s.inTx(ctx, func(tx *sql.Tx) error { return s.putTx(ctx, tx, k) }); err != nil {
 		return fmt.Errorf("keydir: put %s: %w", k.Fingerprint, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("keydir: put %s: commit: %w", k.Fingerprint, err)
 	}
 	return nil
 }
 
+// putTx stores the prepared key k and records the event. Row locks are
+// taken in one order everywhere, the keys row first, so that concurrent
+// changes on PostgreSQL wait for each other instead of deadlocking.
 func (s *SQLStore) putTx(ctx context.Context, tx *sql.Tx, k Key) error {
-	// The upsert comes first: it is the statement that takes the write lock.
-	const upsert = `INSERT INTO keys (fingerprint, kind, data, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (fingerprint) DO UPDATE
-		SET kind = excluded.kind, data = excluded.data, updated_at = excluded.updated_at`
-	if _, err := tx.ExecContext(ctx, s.d.rebind(upsert),
-		k.Fingerprint, string(k.Kind), k.Data, k.Created, k.Updated); err != nil {
+	existed, err := s.upsertKey(ctx, tx, k)
+	if err != nil {
 		return err
 	}
-	const clear = `DELETE FROM key_addresses WHERE fingerprint = ?`
-	if _, err := tx.ExecContext(ctx, s.d.rebind(clear), k.Fingerprint); err != nil {
+	const clear = `DELETE FROM key_addresses WHERE fingerprint = ? RETURNING address`
+	old, err := queryStringsTx(ctx, tx, s.d.rebind(clear), k.Fingerprint)
+	if err != nil {
 		return err
 	}
-	const insert = `INSERT INTO key_addresses (address, fingerprint) VALUES (?, ?)`
+	const insert = `INSERT INTO key_addresses (address, fingerprint, domain, wkd_hash) VALUES (?, ?, ?, ?)`
 	for _, a := range k.Addresses {
-		if _, err := tx.ExecContext(ctx, s.d.rebind(insert), a, k.Fingerprint); err != nil {
+		domain, hash := wkdIndex(a)
+		if _, err := tx.ExecContext(ctx, s.d.rebind(insert), a, k.Fingerprint, domain, hash); err != nil {
 			return err
 		}
 	}
-	return nil
+	if err := s.indexKeyID(ctx, tx, k); err != nil {
+		return err
+	}
+	action := ActionImport
+	if existed {
+		action = ActionUpdate
+	}
+	e := Event{
+		Actor:       ActorFrom(ctx),
+		Action:      actionFrom(ctx, action),
+		Fingerprint: k.Fingerprint,
+		Addresses:   k.Addresses,
+	}
+	// The history of an address the update dropped shows the update too.
+	return s.recordEvent(ctx, tx, e, append(old, k.Addresses...))
+}
+
+// upsertKey writes the keys row and reports whether it existed. It is not
+// one INSERT … ON CONFLICT DO UPDATE because that cannot tell an insert
+// from an update portably. The first statement is a write: on SQLite the
+// transaction holds the write lock from BEGIN IMMEDIATE, so the first
+// round settles it. On PostgreSQL the UPDATE locks the row; an INSERT that
+// conflicts with a concurrent insert waits for it and then does nothing,
+// and the next UPDATE finds the committed row, unless a concurrent Remove
+// deleted it meanwhile, in which case the next INSERT succeeds.
+func (s *SQLStore) upsertKey(ctx context.Context, tx *sql.Tx, k Key) (existed bool, err error) {
+	const update = `UPDATE keys SET kind = ?, data = ?, updated_at = ? WHERE fingerprint = ?`
+	const insert = `INSERT INTO keys (fingerprint, kind, data, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO NOTHING`
+	const rounds = 10 // each lost round needs another transaction to commit
+	for range rounds {
+		n, err := execCount(ctx, tx, s.d.rebind(update), string(k.Kind), k.Data, k.Updated, k.Fingerprint)
+		if err != nil || n == 1 {
+			return n == 1, err
+		}
+		n, err = execCount(ctx, tx, s.d.rebind(insert), k.Fingerprint, string(k.Kind), k.Data, k.Created, k.Updated)
+		if err != nil || n == 1 {
+			return false, err
+		}
+	}
+	return false, fmt.Errorf("key changed concurrently %d times; retry", rounds)
+}
+
+// execCount runs a statement and returns the number of rows it changed.
+func execCount(ctx context.Context, tx *sql.Tx, query string, args ...any) (int64, error) {
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // prepareKey validates key and returns it in stored form.
@@ -206,21 +245,21 @@ func (s *SQLStore) queryKeys(ctx context.Context, query string, args ...any) (ke
 }
 
 // Remove deletes the key with fingerprint fpr (any case) and its address
-// index, or returns ErrNotFound.
+// index, or returns ErrNotFound. It records a "remove" event.
 func (s *SQLStore) Remove(ctx context.Context, fpr string) error {
 	f, err := normalizeFingerprint(fpr)
 	if err != nil {
 		return fmt.Errorf("keydir: remove: %w", err)
 	}
-	res, err := s.db.ExecContext(ctx, s.d.rebind(`DELETE FROM keys WHERE fingerprint = ?`), f)
+	var found bool
+	err = s.inTx(ctx, func(tx *sql.Tx) (err error) {
+		found, err = s.removeTx(ctx, tx, f, "")
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("keydir: remove %s: %w", f, err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("keydir: remove %s: %w", f, err)
-	}
-	if n == 0 {
+	if !found {
 		return fmt.Errorf("keydir: remove %s: %w", f, ErrNotFound)
 	}
 	return nil
@@ -228,30 +267,101 @@ func (s *SQLStore) Remove(ctx context.Context, fpr string) error {
 
 // RemoveAddress deletes every key indexed under address (normalised
 // first), including the key's other addresses, and returns the deleted
-// fingerprints sorted, or ErrNotFound when there was none.
+// fingerprints sorted, or ErrNotFound when there was none. It records a
+// "remove" event per key, all in one transaction.
 func (s *SQLStore) RemoveAddress(ctx context.Context, address string) ([]string, error) {
 	a, err := NormalizeAddress(address)
 	if err != nil {
 		return nil, fmt.Errorf("keydir: remove address: %w", err)
 	}
-	// One statement, so no key can be added under the address half-way.
-	const del = `DELETE FROM keys
-		WHERE fingerprint IN (SELECT fingerprint FROM key_addresses WHERE address = ?)
-		RETURNING fingerprint`
-	fprs, err := s.queryStrings(ctx, del, a)
+	var removed []string
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		removed = nil
+		const sel = `SELECT fingerprint FROM key_addresses WHERE address = ?`
+		fprs, err := queryStringsTx(ctx, tx, s.d.rebind(sel), a)
+		if err != nil {
+			return err
+		}
+		// Lock in fingerprint order, so two of these cannot deadlock.
+		slices.Sort(fprs)
+		for _, f := range fprs {
+			found, err := s.removeTx(ctx, tx, f, a)
+			if err != nil {
+				return err
+			}
+			if found { // else changed or removed concurrently since the SELECT
+				removed = append(removed, f)
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("keydir: remove address %s: %w", a, err)
 	}
-	if len(fprs) == 0 {
+	if len(removed) == 0 {
 		return nil, fmt.Errorf("keydir: remove address %s: %w", a, ErrNotFound)
 	}
-	slices.Sort(fprs)
-	return fprs, nil
+	return removed, nil
 }
 
-// queryStrings runs a query whose rows are one string each.
-func (s *SQLStore) queryStrings(ctx context.Context, query string, args ...any) (out []string, err error) {
-	rows, err := s.db.QueryContext(ctx, s.d.rebind(query), args...)
+// removeTx deletes the key with the normalised fingerprint f and records
+// the event; found is false when there is no such key, or when withAddress
+// is set and the key is no longer indexed under it.
+func (s *SQLStore) removeTx(ctx context.Context, tx *sql.Tx, f, withAddress string) (found bool, err error) {
+	// Lock the keys row first, as putTx does; the statements after it see
+	// the key as the last change committed it (each PostgreSQL statement
+	// takes a new snapshot), and nobody can change it before the DELETE.
+	lock := `SELECT fingerprint FROM keys WHERE fingerprint = ? {{FOR_UPDATE}}`
+	if err := tx.QueryRowContext(ctx, s.d.rebind(lock), f).Scan(new(string)); errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if withAddress != "" {
+		var n int
+		const has = `SELECT COUNT(*) FROM key_addresses WHERE fingerprint = ? AND address = ?`
+		if err := tx.QueryRowContext(ctx, s.d.rebind(has), f, withAddress).Scan(&n); err != nil || n == 0 {
+			return false, err
+		}
+	}
+	const del = `DELETE FROM key_addresses WHERE fingerprint = ? RETURNING address`
+	addrs, err := queryStringsTx(ctx, tx, s.d.rebind(del), f)
+	if err != nil {
+		return false, err
+	}
+	if _, err := tx.ExecContext(ctx, s.d.rebind(`DELETE FROM keys WHERE fingerprint = ?`), f); err != nil {
+		return false, err
+	}
+	slices.Sort(addrs)
+	e := Event{Actor: ActorFrom(ctx), Action: ActionRemove, Fingerprint: f, Addresses: addrs}
+	return true, s.recordEvent(ctx, tx, e, addrs)
+}
+
+// inTx runs fn in a transaction, committed when fn returns nil.
+func (s *SQLStore) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback() // the error that caused it is the one to report
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// queryer is what *sql.DB and *sql.Tx share for reading.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// queryStringsTx runs a query (already rebound) whose rows are one string
+// each; the result is nil when there is no row.
+func queryStringsTx(ctx context.Context, q queryer, query string, args ...any) (out []string, err error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

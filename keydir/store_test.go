@@ -22,6 +22,8 @@ func testStore(t *testing.T, open func(t *testing.T) Store) {
 	t.Run("RemoveAddress", func(t *testing.T) { testRemoveAddress(t, open(t)) })
 	t.Run("PutRejects", func(t *testing.T) { testPutRejects(t, open(t)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open(t)) })
+	t.Run("ConcurrentSameKey", func(t *testing.T) { testConcurrentSameKey(t, open(t)) })
+	testAdmin(t, open)
 }
 
 // fakeKey is a key with a well-formed fingerprint derived from n; the store

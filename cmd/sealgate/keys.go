@@ -31,7 +31,8 @@ func cmdKeys(sub string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
+	// The store records every change with this actor (keys history).
+	ctx := keydir.WithActor(context.Background(), cliActor())
 	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err

@@ -20,6 +20,12 @@ Usage:
   sealgate keys list [--config FILE]             list the directory's keys
   sealgate keys show [--config FILE] ADDRESS     show the keys published for an address
   sealgate keys remove [--config FILE] ADDRESS|FINGERPRINT
+  sealgate keys history [--config FILE] ADDRESS  print the recorded changes for an address
+  sealgate tokens create --name NAME [--scope read|write] [--config FILE]
+                                                 create an admin API token (default scope read);
+                                                 prints its secret, once, on stdout
+  sealgate tokens list [--config FILE]           list admin API tokens
+  sealgate tokens revoke [--config FILE] ID      revoke an admin API token
   sealgate wkd hash ADDRESS                      print the WKD hash and both URLs
 
 Without --config, built-in defaults apply: SQLite under ./sealgate-data,
@@ -65,6 +71,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdServe(rest, stderr)
 	case cmd == "config" && sub == "check":
 		return cmdConfigCheck(rest[1:], stdout, stderr)
+	case cmd == "keys" && sub == "history":
+		return cmdKeysHistory(rest[1:], stdout)
+	case cmd == "tokens" && sub != "":
+		return cmdTokens(sub, rest[1:], stdout, stderr)
 	case cmd == "keys" && sub != "":
 		return cmdKeys(sub, rest[1:], stdout, stderr)
 	case cmd == "wkd" && sub == "hash":
