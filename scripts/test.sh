@@ -30,6 +30,30 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   if command -v postfix >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
 fi
 
+# PostgreSQL: the store tests run against it at 127.0.0.1:5432 (trust auth,
+# database "test"). Development and CI machines have one running; where none
+# answers, install Debian's server and start it with that setup.
+pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+if ! pg_up; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "no PostgreSQL at 127.0.0.1:5432 and not root: start one (trust auth, database test)" >&2
+    exit 1
+  fi
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    echo "installing: postgresql"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+  fi
+  ver=$(ls /etc/postgresql | sort -V | tail -1)
+  hba=/etc/postgresql/$ver/main/pg_hba.conf
+  grep -q '^host all all 127.0.0.1/32 trust' "$hba" || sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+  pg_ctlcluster --skip-systemctl-redirect "$ver" main start || pg_ctlcluster "$ver" main start
+  for _ in $(seq 30); do pg_up && break; sleep 1; done
+  su postgres -c "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='test'\"" | grep -q 1 \
+    || su postgres -c "createdb test"
+fi
+
 go version
 go vet ./...
 go test -race -count=1 -timeout 20m "$@" ./...
