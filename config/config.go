@@ -75,6 +75,9 @@ type SMTP struct {
 // HTTP configures the directory's HTTP listener.
 type HTTP struct {
 	Listen string `toml:"listen"` // host:port for WKD, VKS, HKP, admin API and metrics
+	// TLSCert and TLSKey (PEM files, both or neither) serve HTTPS on Listen.
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
 }
 
 // Directory configures the key directory.
@@ -89,7 +92,22 @@ type SMIME struct {
 	// TrustRoots are PEM files of CAs trusted for recipient certificates;
 	// empty means the system roots.
 	TrustRoots []string `toml:"trust_roots"`
+	// Revocation is how certificate revocation is checked (CRL and OCSP):
+	// "hard-fail" (the default: a certificate whose status cannot be
+	// established is not used), "soft-fail" (used unless known revoked) or
+	// "off".
+	Revocation string `toml:"revocation"`
+	// MaxMessageBytes caps the messages encrypted with S/MIME: the CMS
+	// library works on whole messages in memory.
+	MaxMessageBytes int64 `toml:"max_message_bytes"`
 }
+
+// Revocation modes.
+const (
+	RevocationHardFail = "hard-fail"
+	RevocationSoftFail = "soft-fail"
+	RevocationOff      = "off"
+)
 
 // PGP configures OpenPGP output.
 type PGP struct {
@@ -113,6 +131,10 @@ type PolicyRule struct {
 	Match   string `toml:"match"`
 	Encrypt string `toml:"encrypt"` // "required", "opportunistic" or "never"
 	Format  string `toml:"format"`  // "auto" (the default), "pgp" or "smime"
+	// Prefer picks the format when format is "auto" and the recipient has
+	// both an OpenPGP key and an S/MIME certificate: "pgp" (the default) or
+	// "smime".
+	Prefer string `toml:"prefer"`
 }
 
 // Policy rule values.
@@ -182,7 +204,7 @@ func Default() *Config {
 		},
 		HTTP:      HTTP{Listen: "127.0.0.1:8080"},
 		Directory: Directory{Domains: []string{}},
-		SMIME:     SMIME{TrustRoots: []string{}},
+		SMIME:     SMIME{TrustRoots: []string{}, Revocation: RevocationHardFail, MaxMessageBytes: 25 << 20},
 		PGP:       PGP{ProtectHeaders: &protect},
 		Log:       Log{Level: "info", Format: "text"},
 		Policy:    []PolicyRule{},

@@ -79,7 +79,7 @@ func TestExampleLoads(t *testing.T) {
 		t.Errorf("directory.domains = %q, want %q", got, want)
 	}
 	wantPolicy := []PolicyRule{
-		{Match: "lawfirm-partner.example", Encrypt: EncryptRequired, Format: FormatAuto},
+		{Match: "lawfirm-partner.example", Encrypt: EncryptRequired, Format: FormatAuto, Prefer: FormatPGP},
 		{Match: "*", Encrypt: EncryptOpportunistic, Format: FormatAuto},
 	}
 	if !reflect.DeepEqual(c.Policy, wantPolicy) {
@@ -292,7 +292,7 @@ func TestInlinePolicyArray(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []PolicyRule{{"a.example", "required", "auto"}, {"*", "never", "pgp"}}
+	want := []PolicyRule{{"a.example", "required", "auto", ""}, {"*", "never", "pgp", ""}}
 	if !reflect.DeepEqual(c.Policy, want) {
 		t.Errorf("policy = %+v, want %+v", c.Policy, want)
 	}

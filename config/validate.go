@@ -30,10 +30,13 @@ func (c *Config) check() []Problem {
 	v.database("database", c.Database)
 	c.SMTP.check(&v)
 	v.address("http.listen", c.HTTP.Listen, false)
+	checkTLSPair(&v, "http", c.HTTP.TLSCert, c.HTTP.TLSKey, "HTTPS")
 	c.Directory.check(&v)
 	for i, path := range c.SMIME.TrustRoots {
 		v.certificates(fmt.Sprintf("smime.trust_roots[%d]", i), path)
 	}
+	v.oneOf("smime.revocation", c.SMIME.Revocation, RevocationHardFail, RevocationSoftFail, RevocationOff)
+	positive(&v, "smime.max_message_bytes", c.SMIME.MaxMessageBytes)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	checkPolicy(&v, c.Policy)
@@ -90,19 +93,24 @@ func (s *SMTP) checkNetworks(v *checker) {
 	}
 }
 
-// checkTLS checks the STARTTLS certificate and key: both or neither, both
-// readable, and a matching pair.
+// checkTLS checks the STARTTLS certificate and key.
 func (s *SMTP) checkTLS(v *checker) {
-	certOK := s.TLSCert != "" && v.readable("smtp.tls_cert", s.TLSCert) != nil
-	keyOK := s.TLSKey != "" && v.readable("smtp.tls_key", s.TLSKey) != nil
+	checkTLSPair(v, "smtp", s.TLSCert, s.TLSKey, "STARTTLS")
+}
+
+// checkTLSPair checks a section's tls_cert and tls_key: both or neither,
+// both readable, and a matching pair.
+func checkTLSPair(v *checker, section, cert, key, what string) {
+	certOK := cert != "" && v.readable(section+".tls_cert", cert) != nil
+	keyOK := key != "" && v.readable(section+".tls_key", key) != nil
 	switch {
-	case s.TLSCert == "" && s.TLSKey != "":
-		v.add("smtp.tls_cert", "must be set when smtp.tls_key is set (STARTTLS needs both)")
-	case s.TLSCert != "" && s.TLSKey == "":
-		v.add("smtp.tls_key", "must be set when smtp.tls_cert is set (STARTTLS needs both)")
+	case cert == "" && key != "":
+		v.add(section+".tls_cert", "must be set when %s.tls_key is set (%s needs both)", section, what)
+	case cert != "" && key == "":
+		v.add(section+".tls_key", "must be set when %s.tls_cert is set (%s needs both)", section, what)
 	case certOK && keyOK:
-		if _, err := tls.LoadX509KeyPair(s.TLSCert, s.TLSKey); err != nil {
-			v.add("smtp.tls_cert", "cannot be used with smtp.tls_key: %v", err)
+		if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+			v.add(section+".tls_cert", "cannot be used with %s.tls_key: %v", section, err)
 		}
 	}
 }
@@ -155,6 +163,9 @@ func checkPolicy(v *checker, rules []PolicyRule) {
 			r.Format = FormatAuto
 		}
 		v.oneOf(key+".format", r.Format, FormatAuto, FormatPGP, FormatSMIME)
+		if r.Prefer != "" { // empty: pgp
+			v.oneOf(key+".prefer", r.Prefer, FormatPGP, FormatSMIME)
+		}
 	}
 }
 
