@@ -31,6 +31,14 @@ type delivery struct {
 type group struct {
 	rcpts []*recipient
 	certs []*pgp.Cert // nil: relayed as is
+	reply string      // upstream's reply once it accepted the copy
+}
+
+func (g *group) format() string {
+	if g.certs == nil {
+		return "plain"
+	}
+	return "pgp"
 }
 
 func (g *group) addrs() []string {
@@ -51,7 +59,7 @@ var (
 // the dots aborts every transaction (nothing delivered, the client gets a
 // 4xx and retries); a failure during the dots may leave some groups
 // delivered, so the retry can duplicate but never lose (DESIGN.md).
-func (d *delivery) run(r io.Reader) (int64, []string, error) {
+func (d *delivery) run(r io.Reader) (int64, []*group, error) {
 	msg, err := d.spool(r)
 	if err != nil {
 		return 0, nil, err
@@ -66,6 +74,12 @@ func (d *delivery) run(r io.Reader) (int64, []string, error) {
 		return msg.Size(), nil, headerReply(err)
 	}
 	groups := d.group(visibleRecipients(h, keydir.NormalizeAddress))
+	return msg.Size(), groups, d.relay(msg, groups)
+}
+
+// relay opens one upstream transaction per group, streams every body, then
+// sends the final dots.
+func (d *delivery) relay(msg *spool.Message, groups []*group) error {
 
 	txns := make([]*relay.Txn, 0, len(groups))
 	abortAll := func(ts []*relay.Txn) {
@@ -80,21 +94,20 @@ func (d *delivery) run(r io.Reader) (int64, []string, error) {
 			if errors.Is(err, relay.ErrNoSMTPUTF8) {
 				// RFC 6531 §3.4: a message that needs SMTPUTF8 cannot go
 				// to a server without it; retrying will not help.
-				return msg.Size(), nil, &Reply{Code: 550, Enhanced: smtp.EnhancedCode{5, 6, 7}, Text: "SMTPUTF8 not supported by the next hop", Cause: err}
+				return &Reply{Code: 550, Enhanced: smtp.EnhancedCode{5, 6, 7}, Text: "SMTPUTF8 not supported by the next hop", Cause: err}
 			}
-			return msg.Size(), nil, errUpstream(err)
+			return errUpstream(err)
 		}
 		txns = append(txns, t)
 		if err := d.writeBody(t, msg, g); err != nil {
 			abortAll(txns)
 			var rep *Reply
 			if errors.As(err, &rep) {
-				return msg.Size(), nil, err
+				return err
 			}
-			return msg.Size(), nil, errUpstream(err)
+			return errUpstream(err)
 		}
 	}
-	replies := make([]string, 0, len(txns))
 	for i, t := range txns {
 		rep, err := t.Commit()
 		if err != nil {
@@ -102,11 +115,11 @@ func (d *delivery) run(r io.Reader) (int64, []string, error) {
 			if i > 0 {
 				d.log.Warn("upstream accepted some copies before failing; the retry may duplicate them", "accepted", i, "of", len(txns))
 			}
-			return msg.Size(), replies, errUpstream(err)
+			return errUpstream(err)
 		}
-		replies = append(replies, rep)
+		groups[i].reply = rep
 	}
-	return msg.Size(), replies, nil
+	return nil
 }
 
 func headerReply(err error) error {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sealgate/sealgate/gateway/policy"
 	"github.com/sealgate/sealgate/gateway/relay"
@@ -51,15 +52,17 @@ type Options struct {
 	Directory      Directory
 	Relay          *relay.Relay
 	Logger         *slog.Logger
+	Metrics        *Metrics         // nil: metrics are kept but not exported
 	Now            func() time.Time // nil: time.Now
 }
 
 // Server is the SMTP proxy.
 type Server struct {
-	opts  Options
-	smtp  *smtp.Server
-	certs *certCache
-	log   *slog.Logger
+	opts    Options
+	smtp    *smtp.Server
+	certs   *certCache
+	log     *slog.Logger
+	metrics *Metrics
 }
 
 // New validates opts and builds a Server.
@@ -70,7 +73,14 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{opts: opts, certs: newCertCache(4096), log: opts.Logger}
+	s := &Server{opts: opts, certs: newCertCache(4096), log: opts.Logger, metrics: opts.Metrics}
+	if s.metrics == nil {
+		m, err := NewMetrics(prometheus.NewRegistry())
+		if err != nil {
+			return nil, err
+		}
+		s.metrics = m
+	}
 	srv := smtp.NewServer(s)
 	srv.Domain = opts.Hostname
 	srv.MaxMessageBytes = opts.MaxMessageBytes

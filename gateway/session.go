@@ -80,7 +80,11 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		ans, lookup.Err = s.srv.lookupKeys(context.Background(), norm)
 		lookup.PGP = ans.pgp != nil
 	}
+	if lookup.Err != nil {
+		s.srv.metrics.lookupErrors.Inc()
+	}
 	rc.decision = policy.Decide(rule, lookup)
+	s.srv.metrics.recipients.WithLabelValues(decisionLabel(rc.decision)).Inc()
 	switch rc.decision.Action {
 	case policy.Reject:
 		s.refused = append(s.refused, rc)
@@ -118,8 +122,16 @@ func (s *session) Data(r io.Reader) (err error) {
 		}
 	}()
 	d := &delivery{srv: s.srv, from: s.from, mailOpts: s.mailOpts, rcpts: s.rcpts, log: log}
-	size, replies, derr := d.run(s.deadlineReader(r))
-	s.logMessage(log, size, replies, derr, time.Since(start))
+	size, groups, derr := d.run(s.deadlineReader(r))
+	took := time.Since(start)
+	s.srv.observe(groups, derr, took)
+	replies := make([]string, 0, len(groups))
+	for _, g := range groups {
+		if g.reply != "" {
+			replies = append(replies, g.reply)
+		}
+	}
+	s.logMessage(log, size, replies, derr, took)
 	return derr
 }
 
@@ -166,3 +178,15 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 }
 
 var errClientData = errors.New("gateway: reading message from client")
+
+func decisionLabel(d policy.Decision) string {
+	switch d.Action {
+	case policy.Encrypt:
+		return string(d.Format)
+	case policy.Reject:
+		return "refused"
+	case policy.Defer:
+		return "deferred"
+	}
+	return "plain"
+}
