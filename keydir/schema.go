@@ -76,6 +76,7 @@ func migrations() []migration {
 	return []migration{
 		{stmts: schemaV1()},
 		{stmts: schemaV2(), fill: backfillWKD},
+		{stmts: schemaV3()},
 	}
 }
 
