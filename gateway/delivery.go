@@ -24,6 +24,8 @@ type delivery struct {
 	mailOpts *smtp.MailOptions
 	rcpts    []*recipient
 	log      *slog.Logger
+	// messageID is the Message-ID header, once the header is read.
+	messageID string
 }
 
 // group is the recipients that receive the same bytes: one upstream
@@ -73,6 +75,7 @@ func (d *delivery) run(r io.Reader) (int64, []*group, error) {
 	if err != nil {
 		return msg.Size(), nil, headerReply(err)
 	}
+	d.messageID = h.Get("Message-Id")
 	groups := d.group(visibleRecipients(h, keydir.NormalizeAddress))
 	return msg.Size(), groups, d.relay(msg, groups)
 }

@@ -53,6 +53,7 @@ type Options struct {
 	Relay          *relay.Relay
 	Logger         *slog.Logger
 	Metrics        *Metrics         // nil: metrics are kept but not exported
+	Audit          Auditor          // nil: no audit trail
 	Now            func() time.Time // nil: time.Now
 }
 

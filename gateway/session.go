@@ -24,6 +24,7 @@ type recipient struct {
 	addr     string // as the client wrote it; used upstream
 	norm     string // normalised, for matching and lookups
 	rule     int    // 1-based policy rule number, 0 = default
+	ruleText string // the rule, for the audit trail
 	decision policy.Decision
 	cert     *pgp.Cert // set when decision is Encrypt/PGP
 }
@@ -34,6 +35,7 @@ type session struct {
 	srv      *Server
 	conn     *smtp.Conn
 	log      *slog.Logger
+	txID     string // this transaction's ID, in logs and the audit trail
 	from     string
 	mailOpts *smtp.MailOptions
 	rcpts    []*recipient
@@ -47,13 +49,14 @@ func newID() string {
 }
 
 func (s *session) Reset() {
-	s.from, s.mailOpts, s.rcpts, s.refused = "", nil, nil, nil
+	s.txID, s.from, s.mailOpts, s.rcpts, s.refused = "", "", nil, nil, nil
 }
 
 func (s *session) Logout() error { return nil }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.Reset()
+	s.txID = newID()
 	s.from = from
 	s.mailOpts = opts
 	return nil
@@ -73,7 +76,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	rc := &recipient{addr: to, norm: norm}
 	idx, rule := s.srv.opts.Policy.Match(norm)
-	rc.rule = idx
+	rc.rule, rc.ruleText = idx, describeRule(idx, rule)
 	var lookup policy.Lookup
 	var ans keyAnswer
 	if policy.NeedsLookup(rule) {
@@ -88,12 +91,16 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	switch rc.decision.Action {
 	case policy.Reject:
 		s.refused = append(s.refused, rc)
-		s.log.Info("recipient refused", "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "unusable", ans.unusable)
-		return toSMTP(errNoKey(nil))
+		s.log.Info("recipient refused", "tx", s.txID, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "unusable", ans.unusable)
+		reply := toSMTP(errNoKey(nil))
+		s.audit("", []*recipient{rc}, nil, reply)
+		return reply
 	case policy.Defer:
 		s.refused = append(s.refused, rc)
-		s.log.Warn("recipient deferred", "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "err", lookup.Err)
-		return toSMTP(errLookup(lookup.Err))
+		s.log.Warn("recipient deferred", "tx", s.txID, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "err", lookup.Err)
+		reply := toSMTP(errLookup(lookup.Err))
+		s.audit("", []*recipient{rc}, nil, reply)
+		return reply
 	case policy.Encrypt:
 		if rc.decision.Format != policy.PGP {
 			// S/MIME arrives with its own issue; until then no usable
@@ -109,8 +116,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 // Data receives, transforms and relays the message. Every error leaves as
 // an *smtp.SMTPError of the right class (see toSMTP).
 func (s *session) Data(r io.Reader) (err error) {
-	msgID := newID()
-	log := s.log.With("msg", msgID)
+	log := s.log.With("tx", s.txID)
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
@@ -125,6 +131,7 @@ func (s *session) Data(r io.Reader) (err error) {
 	size, groups, derr := d.run(s.deadlineReader(r))
 	took := time.Since(start)
 	s.srv.observe(groups, derr, took)
+	s.audit(d.messageID, s.rcpts, groups, toSMTP(derr))
 	replies := make([]string, 0, len(groups))
 	for _, g := range groups {
 		if g.reply != "" {

@@ -1,0 +1,76 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/sealgate/sealgate/gateway/policy"
+	"github.com/sealgate/sealgate/keydir"
+)
+
+// Auditor keeps the audit trail; keydir's stores implement it.
+type Auditor interface {
+	AppendAudit(ctx context.Context, records []keydir.AuditRecord) ([]keydir.AuditRecord, error)
+}
+
+func describeRule(idx int, r policy.Rule) string {
+	if idx == 0 {
+		return "default (opportunistic)"
+	}
+	return fmt.Sprintf("policy[%d] match=%s encrypt=%s format=%s", idx-1, r.Match, r.Encrypt, r.Format)
+}
+
+// audit records the outcome for rcpts. groups, when the message reached
+// DATA, tell which copy each recipient was in and upstream's reply to it;
+// reply is what the client was told (nil for 250). A failure to write the
+// trail is logged: the message's fate is already sealed by then.
+func (s *session) audit(messageID string, rcpts []*recipient, groups []*group, reply *smtp.SMTPError) {
+	a := s.srv.opts.Audit
+	if a == nil || len(rcpts) == 0 {
+		return
+	}
+	upstream := map[*recipient]string{}
+	for _, g := range groups {
+		for _, r := range g.rcpts {
+			upstream[r] = g.reply
+		}
+	}
+	now := s.srv.opts.Now()
+	records := make([]keydir.AuditRecord, 0, len(rcpts))
+	for _, r := range rcpts {
+		rec := keydir.AuditRecord{
+			Time: now, TxID: s.txID, MessageID: messageID, Sender: s.from, Recipient: r.norm,
+			Rule: r.ruleText, Decision: auditDecision(r.decision),
+		}
+		if r.decision.Action == policy.Encrypt && r.cert != nil {
+			rec.Format, rec.Fingerprint, rec.KeySource = string(r.decision.Format), r.cert.Fingerprint(), "directory"
+		}
+		switch {
+		case reply != nil:
+			rec.Outcome = fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)
+		case upstream[r] != "":
+			rec.Outcome = "upstream: " + upstream[r]
+		}
+		records = append(records, rec)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.AppendAudit(ctx, records); err != nil {
+		s.log.Error("audit trail not written", "tx", s.txID, "err", err)
+	}
+}
+
+func auditDecision(d policy.Decision) string {
+	switch d.Action {
+	case policy.Encrypt:
+		return "encrypted"
+	case policy.Reject:
+		return "refused"
+	case policy.Defer:
+		return "deferred"
+	}
+	return "plain"
+}
