@@ -20,6 +20,7 @@ import (
 // delivery is one message on its way from DATA to upstream.
 type delivery struct {
 	srv      *Server
+	live     *Settings
 	from     string
 	mailOpts *smtp.MailOptions
 	rcpts    []*recipient
@@ -91,7 +92,7 @@ func (d *delivery) relay(msg *spool.Message, groups []*group) error {
 		}
 	}
 	for _, g := range groups {
-		t, err := d.srv.opts.Relay.Begin(context.Background(), d.from, d.upstreamMailOptions(), g.addrs())
+		t, err := d.live.Relay.Begin(context.Background(), d.from, d.upstreamMailOptions(), g.addrs())
 		if err != nil {
 			abortAll(txns)
 			if errors.Is(err, relay.ErrNoSMTPUTF8) {
@@ -218,7 +219,7 @@ func (d *delivery) writeBody(t *relay.Txn, msg *spool.Message, g *group) error {
 		}
 		return bw.Flush()
 	}
-	protect := d.srv.opts.ProtectHeaders
+	protect := d.live.ProtectHeaders
 	boundary := pgp.NewBoundary()
 	if err := writeOuterHeader(bw, h, protect, pgp.MIMEContentType(boundary)); err != nil {
 		return err

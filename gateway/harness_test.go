@@ -319,3 +319,13 @@ func encryptionKeyID(t *testing.T, e *openpgp.Entity) uint64 {
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// reloadRelay switches the gateway to another relay, as a reload does.
+func (g *testGateway) reloadRelay(t *testing.T, rel *relay.Relay) {
+	t.Helper()
+	st := *g.srv.live.Load()
+	st.Relay = rel
+	if err := g.srv.Reload(st); err != nil {
+		t.Fatal(err)
+	}
+}

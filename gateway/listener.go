@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,10 +21,25 @@ type guardListener struct {
 	slots    chan struct{}
 	hostname string
 	log      *slog.Logger
+
+	mu    sync.Mutex
+	conns map[*slotConn]struct{}
 }
 
 func newGuardListener(l net.Listener, allowed []netip.Prefix, max int, hostname string, log *slog.Logger) *guardListener {
-	return &guardListener{Listener: l, allowed: allowed, slots: make(chan struct{}, max), hostname: hostname, log: log}
+	return &guardListener{Listener: l, allowed: allowed, slots: make(chan struct{}, max), hostname: hostname, log: log,
+		conns: map[*slotConn]struct{}{}}
+}
+
+// closeIdle closes every connection that is not inside a transaction.
+func (g *guardListener) closeIdle() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for c := range g.conns {
+		if !c.busy.Load() {
+			_ = c.Conn.Close()
+		}
+	}
 }
 
 func (g *guardListener) Accept() (net.Conn, error) {
@@ -38,7 +55,17 @@ func (g *guardListener) Accept() (net.Conn, error) {
 		}
 		select {
 		case g.slots <- struct{}{}:
-			return &slotConn{Conn: c, release: func() { <-g.slots }}, nil
+			sc := &slotConn{Conn: c}
+			sc.release = func() {
+				g.mu.Lock()
+				delete(g.conns, sc)
+				g.mu.Unlock()
+				<-g.slots
+			}
+			g.mu.Lock()
+			g.conns[sc] = struct{}{}
+			g.mu.Unlock()
+			return sc, nil
 		default:
 			g.log.Warn("connection refused: too many connections", "remote", c.RemoteAddr().String())
 			go g.refuse(c, fmt.Sprintf("421 4.7.0 %s Too many connections, try again later\r\n", g.hostname))
@@ -70,11 +97,23 @@ func (g *guardListener) refuse(c net.Conn, greeting string) {
 	_ = c.Close()
 }
 
-// slotConn gives its connection slot back once, when closed.
+// slotConn gives its connection slot back once, when closed. busy is set
+// by the session while a transaction is open, so a shutdown can tell idle
+// connections from ones to wait for.
 type slotConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+	busy    atomic.Bool
+}
+
+// slotOf finds the slotConn under a connection go-smtp may have wrapped in TLS.
+func slotOf(c net.Conn) *slotConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, _ := c.(*slotConn)
+	return sc
 }
 
 func (c *slotConn) Close() error {

@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -64,6 +66,27 @@ type Server struct {
 	certs   *certCache
 	log     *slog.Logger
 	metrics *Metrics
+	live    atomic.Pointer[Settings]
+
+	mu     sync.Mutex
+	guards []*guardListener
+}
+
+// Settings are what Reload may change while connections stay open. A
+// transaction keeps the settings it started with (at MAIL).
+type Settings struct {
+	Policy         *policy.Policy
+	Relay          *relay.Relay
+	ProtectHeaders bool
+}
+
+// Reload replaces the settings for transactions that start from now on.
+func (s *Server) Reload(st Settings) error {
+	if st.Policy == nil || st.Relay == nil {
+		return errors.New("gateway: reload needs a policy and a relay")
+	}
+	s.live.Store(&st)
+	return nil
 }
 
 // New validates opts and builds a Server.
@@ -75,6 +98,7 @@ func New(opts Options) (*Server, error) {
 		opts.Now = time.Now
 	}
 	s := &Server{opts: opts, certs: newCertCache(4096), log: opts.Logger, metrics: opts.Metrics}
+	s.live.Store(&Settings{Policy: opts.Policy, Relay: opts.Relay, ProtectHeaders: opts.ProtectHeaders})
 	if s.metrics == nil {
 		m, err := NewMetrics(prometheus.NewRegistry())
 		if err != nil {
@@ -114,12 +138,43 @@ func (o *Options) validate() error {
 
 // Serve accepts SMTP connections on l until Close or Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	return s.smtp.Serve(newGuardListener(l, s.opts.AllowedNetworks, s.opts.MaxConnections, s.opts.Hostname, s.log))
+	g := newGuardListener(l, s.opts.AllowedNetworks, s.opts.MaxConnections, s.opts.Hostname, s.log)
+	s.mu.Lock()
+	s.guards = append(s.guards, g)
+	s.mu.Unlock()
+	return s.smtp.Serve(g)
 }
 
-// Shutdown stops accepting connections and waits for open sessions to end
-// or ctx to expire.
-func (s *Server) Shutdown(ctx context.Context) error { return s.smtp.Shutdown(ctx) }
+// Shutdown stops accepting connections, closes idle ones, lets every
+// transaction in flight finish, and returns once all connections are gone.
+// When ctx expires first, the remaining connections are closed (their
+// clients retry: nothing was acknowledged) and ctx's error is returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- s.smtp.Shutdown(context.Background()) }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.closeIdle()
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			_ = s.smtp.Close()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// closeIdle closes the connections that are outside a transaction.
+func (s *Server) closeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.guards {
+		g.closeIdle()
+	}
+}
 
 // Close stops the server at once.
 func (s *Server) Close() error { return s.smtp.Close() }
@@ -127,11 +182,16 @@ func (s *Server) Close() error { return s.smtp.Close() }
 // NewSession implements smtp.Backend.
 func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	id := newID()
-	return &session{
+	sess := &session{
 		srv:  s,
 		conn: c,
 		log:  s.log.With("conn", id, "remote", c.Conn().RemoteAddr().String()),
-	}, nil
+		busy: &atomic.Bool{},
+	}
+	if sc := slotOf(c.Conn()); sc != nil {
+		sess.busy = &sc.busy
+	}
+	return sess, nil
 }
 
 // slogPrinter adapts go-smtp's logger to slog.

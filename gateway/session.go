@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -35,7 +36,9 @@ type session struct {
 	srv      *Server
 	conn     *smtp.Conn
 	log      *slog.Logger
-	txID     string // this transaction's ID, in logs and the audit trail
+	txID     string       // this transaction's ID, in logs and the audit trail
+	live     *Settings    // the settings this transaction started with
+	busy     *atomic.Bool // inside a transaction: Shutdown waits for it
 	from     string
 	mailOpts *smtp.MailOptions
 	rcpts    []*recipient
@@ -49,13 +52,16 @@ func newID() string {
 }
 
 func (s *session) Reset() {
-	s.txID, s.from, s.mailOpts, s.rcpts, s.refused = "", "", nil, nil, nil
+	s.txID, s.from, s.mailOpts, s.rcpts, s.refused, s.live = "", "", nil, nil, nil, nil
+	s.busy.Store(false)
 }
 
 func (s *session) Logout() error { return nil }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.Reset()
+	s.busy.Store(true)
+	s.live = s.srv.live.Load()
 	s.txID = newID()
 	s.from = from
 	s.mailOpts = opts
@@ -75,7 +81,7 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 	}
 	rc := &recipient{addr: to, norm: norm}
-	idx, rule := s.srv.opts.Policy.Match(norm)
+	idx, rule := s.live.Policy.Match(norm)
 	rc.rule, rc.ruleText = idx, describeRule(idx, rule)
 	var lookup policy.Lookup
 	var ans keyAnswer
@@ -127,7 +133,7 @@ func (s *session) Data(r io.Reader) (err error) {
 			err = toSMTP(err)
 		}
 	}()
-	d := &delivery{srv: s.srv, from: s.from, mailOpts: s.mailOpts, rcpts: s.rcpts, log: log}
+	d := &delivery{srv: s.srv, live: s.live, from: s.from, mailOpts: s.mailOpts, rcpts: s.rcpts, log: log}
 	size, groups, derr := d.run(s.deadlineReader(r))
 	took := time.Since(start)
 	s.srv.observe(groups, derr, took)

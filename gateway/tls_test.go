@@ -79,7 +79,7 @@ func upstreamTLS(t *testing.T, g *testGateway, mode string, cert tls.Certificate
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.srv.opts.Relay = rel
+	g.reloadRelay(t, rel)
 }
 
 func TestUpstreamTLSModes(t *testing.T) {
@@ -118,7 +118,7 @@ func TestUpstreamTLSRequiredWithoutSTARTTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.srv.opts.Relay = rel
+	g.reloadRelay(t, rel)
 	res := g.send(t, "s@firm.example", []string{"bob@other.example"}, testMsg, nil)
 	if code := smtpCode(res.dataErr); code != 451 {
 		t.Fatalf("DATA reply %d, want 451", code)
