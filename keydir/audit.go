@@ -31,6 +31,13 @@ type AuditRecord struct {
 	Hash        string    // SHA-256 over PrevHash and this record (hex)
 }
 
+// AuditTrail is the store's hash-chained record of what the gateway did.
+type AuditTrail interface {
+	AppendAudit(ctx context.Context, records []AuditRecord) ([]AuditRecord, error)
+	Audit(ctx context.Context, f AuditFilter) ([]AuditRecord, error)
+	VerifyAudit(ctx context.Context) (n int64, head string, err error)
+}
+
 // AuditFilter selects records for Audit; zero fields match everything.
 type AuditFilter struct {
 	Since     time.Time

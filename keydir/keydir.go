@@ -36,6 +36,7 @@ type Key struct {
 // actor named by WithActor.
 type Store interface {
 	Admin
+	AuditTrail
 	// Put inserts or replaces the key with key.Fingerprint and its address index.
 	Put(ctx context.Context, key Key) error
 	// Get returns the key with fingerprint fpr or ErrNotFound.
