@@ -26,7 +26,12 @@ Usage:
                                                  prints its secret, once, on stdout
   sealgate tokens list [--config FILE]           list admin API tokens
   sealgate tokens revoke [--config FILE] ID      revoke an admin API token
+  sealgate audit [--since T] [--recipient A] [--json] [--config FILE]
+                                                 print the audit trail of recipient decisions
+  sealgate audit verify [--config FILE]          check the audit trail's hash chain; exit 1 if broken
   sealgate wkd hash ADDRESS                      print the WKD hash and both URLs
+  sealgate wkd export [--config FILE] DIR        write the static WKD tree (both methods,
+                                                 policy files) of [directory] domains to DIR
 
 Without --config, built-in defaults apply: SQLite under ./sealgate-data,
 SMTP 127.0.0.1:10025 -> upstream 127.0.0.1:10026, HTTP 127.0.0.1:8080.
@@ -77,8 +82,12 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return cmdTokens(sub, rest[1:], stdout, stderr)
 	case cmd == "keys" && sub != "":
 		return cmdKeys(sub, rest[1:], stdout, stderr)
+	case cmd == "audit":
+		return cmdAudit(rest, stdout, stderr)
 	case cmd == "wkd" && sub == "hash":
 		return cmdWKDHash(rest[1:], stdout)
+	case cmd == "wkd" && sub == "export":
+		return cmdWKDExport(rest[1:], stdout, stderr)
 	case cmd == "help" || cmd == "-h" || cmd == "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -22,6 +22,7 @@ import (
 	"github.com/sealgate/sealgate/gateway/policy"
 	"github.com/sealgate/sealgate/gateway/relay"
 	"github.com/sealgate/sealgate/keydir"
+	"github.com/sealgate/sealgate/keydir/httpd"
 )
 
 // shutdownGrace is how long SIGTERM waits for transactions in flight.
@@ -77,13 +78,18 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		smtpLn.Close()
 		return fmt.Errorf("http.listen: %w", err)
 	}
-	hs := &http.Server{Handler: httpHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	hs, err := newHTTPServer(cfg, store, log)
+	if err != nil {
+		smtpLn.Close()
+		httpLn.Close()
+		return err
+	}
 	log.Info("sealgate started", "smtp", smtpLn.Addr().String(), "upstream", cfg.SMTP.Upstream,
 		"http", httpLn.Addr().String(), "database", describeDatabase(cfg))
 
 	errc := make(chan error, 2)
 	go func() { errc <- gw.Serve(smtpLn) }()
-	go func() { errc <- hs.Serve(httpLn) }()
+	go func() { errc <- serveHTTP(hs, httpLn) }()
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down: finishing transactions in flight")
@@ -99,12 +105,58 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	return err
 }
 
-func httpHandler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
+// HTTP server limits: a directory request is small and quick; these stop
+// slow or oversized clients from holding connections and memory.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	httpReadTimeout       = 30 * time.Second
+	httpWriteTimeout      = 60 * time.Second
+	httpIdleTimeout       = 2 * time.Minute
+	httpMaxHeaderBytes    = 64 << 10
+)
+
+// newHTTPServer is the directory's HTTP server; with http.tls_cert and
+// http.tls_key it has the TLS configuration that serveHTTP uses.
+func newHTTPServer(cfg *config.Config, store keydir.Store, log *slog.Logger) (*http.Server, error) {
+	h, err := httpHandler(cfg, store, log)
+	if err != nil {
+		return nil, err
+	}
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.HTTP.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.HTTP.TLSCert, cfg.HTTP.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("http.tls_cert: %w", err)
+		}
+		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return hs, nil
+}
+
+// serveHTTP serves HTTPS when hs has a TLS configuration, else plain HTTP.
+func serveHTTP(hs *http.Server, ln net.Listener) error {
+	if hs.TLSConfig != nil {
+		return hs.ServeTLS(ln, "", "")
+	}
+	return hs.Serve(ln)
+}
+
+// httpHandler is the key directory's HTTP side: WKD, VKS, HKP, the admin
+// API and /healthz (keydir/httpd).
+func httpHandler(cfg *config.Config, store keydir.Store, log *slog.Logger) (http.Handler, error) {
+	return httpd.New(httpd.Options{
+		Store:   store,
+		Domains: cfg.Directory.Domains,
+		Logger:  log.With("component", "directory-http"),
 	})
-	return mux
 }
 
 func describeDatabase(cfg *config.Config) string {
