@@ -62,7 +62,12 @@ func ReadCerts(r io.Reader, maxBytes int64) ([]*Cert, error) {
 	// Windows editors may save an armored key with a UTF-8 byte order mark.
 	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	// Look for secret material everywhere first, so that it wins over any
-	// other error and nothing is returned.
+	// other error and nothing is returned. A private key armor header
+	// anywhere refuses the input, even where the armor parser would not
+	// see a block (for example glued to the end of another block's line).
+	if bytes.Contains(data, []byte("BEGIN "+armorPrivateKey)) {
+		return nil, fmt.Errorf("%w (armor block %q)", ErrSecretKey, armorPrivateKey)
+	}
 	blobs, err := binaryBlobs(data)
 	if errors.Is(err, ErrSecretKey) {
 		return nil, err

@@ -82,6 +82,11 @@ func TestReadCertsRefusesSecretKeys(t *testing.T) {
 		"private key armor type":     publicInPrivateArmor,
 		"truncated secret key":       secA[:40],
 		"secret key, text before it": concat([]byte("my key:\n"), armorBytes(t, armorPrivateKey, secA)),
+		// The private block's BEGIN line glued to the public block's END
+		// line: the armor parser never sees the second block.
+		"secret block glued to public block": bytes.Replace(
+			concat(armorBytes(t, armorPublicKey, pubB), armorBytes(t, armorPrivateKey, secA)),
+			[]byte("-----\n-----BEGIN "+armorPrivateKey), []byte("----------BEGIN "+armorPrivateKey), 1),
 	}
 	for name, input := range tests {
 		t.Run(name, func(t *testing.T) {
