@@ -40,6 +40,9 @@ func NormalizeAddress(addr string) (string, error) {
 	if local == "" {
 		return "", fmt.Errorf("keydir: address %q: empty local part", addr)
 	}
+	if r, ok := foldsToASCII(local); ok {
+		return "", fmt.Errorf("keydir: address %q: %U lower-cases to an ASCII letter and could stand for another address", addr, r)
+	}
 	local = strings.ToLower(local)
 	if len(local) > maxLocalPartLen {
 		return "", fmt.Errorf("keydir: address %q: local part is longer than %d octets", addr, maxLocalPartLen)
@@ -112,4 +115,17 @@ func normalizeDomain(domain string) (string, error) {
 		}
 	}
 	return ascii, nil
+}
+
+// foldsToASCII finds a non-ASCII character whose lower case is ASCII, such
+// as U+212A KELVIN SIGN ("k"): folding it would let a user ID with it
+// stand for someone else's plain-ASCII address (the WKD case-folding
+// divergence; GnuPG leaves it alone). Such addresses are refused.
+func foldsToASCII(s string) (rune, bool) {
+	for _, r := range s {
+		if r >= utf8.RuneSelf && unicode.ToLower(r) < utf8.RuneSelf {
+			return r, true
+		}
+	}
+	return 0, false
 }

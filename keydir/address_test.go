@@ -18,6 +18,8 @@ func TestNormalizeAddress(t *testing.T) {
 		{in: " < bob@example.org > ", want: "bob@example.org"},
 		{in: "alice@example.org.", want: "alice@example.org"},
 		{in: "alice@Bücher.Example", want: "alice@xn--bcher-kva.example"},
+		{in: "ÄRGER@example.de", want: "ärger@example.de"},
+		{in: "\u212Aevin@example.org", wantErr: "lower-cases to an ASCII letter"}, // KELVIN SIGN, not "k"
 		{in: "alice@xn--bcher-kva.example", want: "alice@xn--bcher-kva.example"},
 		{in: "alice@XN--BCHER-KVA.EXAMPLE", want: "alice@xn--bcher-kva.example"},
 		{in: "ÄRGER@example.org", want: "ärger@example.org"},
