@@ -20,7 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sealgate/sealgate/config"
+	"github.com/sealgate/sealgate/gateway"
 	"github.com/sealgate/sealgate/keydir"
 )
 
@@ -69,7 +72,33 @@ func startHTTP(t *testing.T, cfg *config.Config) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	hs, err := newHTTPServer(cfg, store, slog.New(slog.DiscardHandler))
+	addr, _ := startHTTPWith(t, cfg, store)
+	return addr
+}
+
+// startHTTPWith runs the HTTP server over store, with a registry holding the
+// gateway's metrics and a stand-in SMTP listener for /readyz.
+func startHTTPWith(t *testing.T, cfg *config.Config, store keydir.Store) (string, net.Listener) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if _, err := gateway.NewMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	smtpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { smtpLn.Close() })
+	go func() {
+		for {
+			c, err := smtpLn.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hs, err := newHTTPServer(cfg, store, slog.New(slog.DiscardHandler), reg, smtpLn.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +108,42 @@ func startHTTP(t *testing.T, cfg *config.Config) string {
 	}
 	go serveHTTP(hs, ln)
 	t.Cleanup(func() { hs.Close() })
-	return ln.Addr().String()
+	return ln.Addr().String(), smtpLn
+}
+
+func TestMetricsAndReadiness(t *testing.T) {
+	store, err := keydir.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "dir.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, smtpLn := startHTTPWith(t, config.Default(), store)
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "sealgate_message_duration_seconds") {
+		t.Fatalf("/metrics: %d\n%.300s", code, body)
+	}
+	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
+		t.Fatalf("/readyz: %d %q", code, body)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d", code)
+	}
+	smtpLn.Close()
+	if code, _ := get("/readyz"); code != 503 {
+		t.Fatalf("/readyz with the SMTP listener gone: %d, want 503", code)
+	}
+	store.Close()
+	if code, _ := get("/readyz"); code != 503 {
+		t.Fatalf("/readyz with the database gone: %d, want 503", code)
+	}
 }
 
 func TestHTTPListenerServesTLS(t *testing.T) {
@@ -136,7 +200,7 @@ func TestHTTPListenerBadKeyPair(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	_, err = newHTTPServer(cfg, store, slog.New(slog.DiscardHandler))
+	_, err = newHTTPServer(cfg, store, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), "127.0.0.1:1")
 	if err == nil || !strings.HasPrefix(err.Error(), "http.tls_cert: ") {
 		t.Errorf("a mismatched certificate and key: %v", err)
 	}

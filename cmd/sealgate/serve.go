@@ -17,6 +17,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/sealgate/sealgate/config"
 	"github.com/sealgate/sealgate/gateway"
 	"github.com/sealgate/sealgate/gateway/policy"
@@ -38,19 +42,20 @@ func cmdServe(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(cfg.Log, stderr)
+	level := new(slog.LevelVar)
+	log, err := newLogger(cfg.Log, level, stderr)
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return serve(ctx, cfg, log)
+	return serve(ctx, &daemon{file: *file, cfg: cfg, log: log, level: level})
 }
 
-func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
-		return nil, fmt.Errorf("log.level: %w", err)
+// newLogger builds the logger; level is kept so a reload can change it.
+func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
+	if err := setLevel(level, c.Level); err != nil {
+		return nil, err
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
@@ -59,16 +64,35 @@ func newLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, opts)), nil
 }
 
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func setLevel(level *slog.LevelVar, name string) error {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(name)); err != nil {
+		return fmt.Errorf("log.level: %w", err)
+	}
+	level.Set(l)
+	return nil
+}
+
+func serve(ctx context.Context, d *daemon) error {
+	cfg, log := d.cfg, d.log
 	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	gw, err := newGateway(cfg, store, log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := gateway.NewMetrics(reg)
 	if err != nil {
 		return err
 	}
+	gw, err := newGateway(cfg, store, log, metrics)
+	if err != nil {
+		return err
+	}
+	d.gw = gw
+	stopReload := d.watchReload()
+	defer stopReload()
 	smtpLn, err := net.Listen("tcp", cfg.SMTP.Listen)
 	if err != nil {
 		return fmt.Errorf("smtp.listen: %w", err)
@@ -78,7 +102,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		smtpLn.Close()
 		return fmt.Errorf("http.listen: %w", err)
 	}
-	hs, err := newHTTPServer(cfg, store, log)
+	hs, err := newHTTPServer(cfg, store, log, reg, smtpLn.Addr().String())
 	if err != nil {
 		smtpLn.Close()
 		httpLn.Close()
@@ -117,8 +141,8 @@ const (
 
 // newHTTPServer is the directory's HTTP server; with http.tls_cert and
 // http.tls_key it has the TLS configuration that serveHTTP uses.
-func newHTTPServer(cfg *config.Config, store keydir.Store, log *slog.Logger) (*http.Server, error) {
-	h, err := httpHandler(cfg, store, log)
+func newHTTPServer(cfg *config.Config, store keydir.Store, log *slog.Logger, reg *prometheus.Registry, smtpAddr string) (*http.Server, error) {
+	h, err := httpHandler(cfg, store, log, reg, smtpAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -149,14 +173,44 @@ func serveHTTP(hs *http.Server, ln net.Listener) error {
 	return hs.Serve(ln)
 }
 
-// httpHandler is the key directory's HTTP side: WKD, VKS, HKP, the admin
-// API and /healthz (keydir/httpd).
-func httpHandler(cfg *config.Config, store keydir.Store, log *slog.Logger) (http.Handler, error) {
-	return httpd.New(httpd.Options{
+// httpHandler is the HTTP side: the key directory (WKD, VKS, HKP, the
+// admin API and /healthz, from keydir/httpd), /metrics and /readyz.
+func httpHandler(cfg *config.Config, store keydir.Store, log *slog.Logger, reg *prometheus.Registry, smtpAddr string) (http.Handler, error) {
+	dir, err := httpd.New(httpd.Options{
 		Store:   store,
 		Domains: cfg.Directory.Domains,
 		Logger:  log.With("component", "directory-http"),
 	})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(r.Context(), store, smtpAddr); err != nil {
+			log.Warn("not ready", "err", err)
+			http.Error(w, "not ready\n", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("/", dir)
+	return mux, nil
+}
+
+// ready reports whether the gateway can do its job: the database answers
+// and the SMTP listener accepts connections.
+func ready(ctx context.Context, store keydir.Store, smtpAddr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := store.Lookup(ctx, "readyz@readyz.invalid"); err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", smtpAddr)
+	if err != nil {
+		return fmt.Errorf("smtp listener: %w", err)
+	}
+	return c.Close()
 }
 
 func describeDatabase(cfg *config.Config) string {
@@ -173,13 +227,9 @@ func openStore(ctx context.Context, cfg *config.Config) (keydir.Store, error) {
 	return keydir.Open(ctx, cfg.Database, cfg.DataDir)
 }
 
-func newGateway(cfg *config.Config, store keydir.Store, log *slog.Logger) (*gateway.Server, error) {
+func newGateway(cfg *config.Config, store keydir.Store, log *slog.Logger, metrics *gateway.Metrics) (*gateway.Server, error) {
 	s := cfg.SMTP
-	pol, err := newPolicy(cfg.Policy)
-	if err != nil {
-		return nil, err
-	}
-	rel, err := newRelay(s)
+	st, err := settings(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -210,12 +260,27 @@ func newGateway(cfg *config.Config, store keydir.Store, log *slog.Logger) (*gate
 		LookupTimeout:    s.UpstreamTimeout.Duration,
 		SpoolDir:         spoolDir,
 		SpoolMemoryBytes: s.SpoolMemoryBytes,
-		ProtectHeaders:   cfg.ProtectHeaders(),
-		Policy:           pol,
+		ProtectHeaders:   st.ProtectHeaders,
+		Policy:           st.Policy,
 		Directory:        store,
-		Relay:            rel,
+		Relay:            st.Relay,
 		Logger:           log,
+		Metrics:          metrics,
+		Audit:            store,
 	})
+}
+
+// settings builds what a reload may change.
+func settings(cfg *config.Config) (gateway.Settings, error) {
+	pol, err := newPolicy(cfg.Policy)
+	if err != nil {
+		return gateway.Settings{}, err
+	}
+	rel, err := newRelay(cfg.SMTP)
+	if err != nil {
+		return gateway.Settings{}, err
+	}
+	return gateway.Settings{Policy: pol, Relay: rel, ProtectHeaders: cfg.ProtectHeaders()}, nil
 }
 
 func newPolicy(rules []config.PolicyRule) (*policy.Policy, error) {
