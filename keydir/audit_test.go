@@ -125,4 +125,3 @@ func TestAuditConcurrentAppendsKeepOneChain(t *testing.T) {
 		})
 	}
 }
-
