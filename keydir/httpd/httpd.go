@@ -62,6 +62,8 @@ type server struct {
 	log     *slog.Logger
 	maxBody int64
 	now     func() time.Time
+	// wkdCache holds keys already reduced for WKD answers.
+	wkdCache *candidateCache
 }
 
 // New returns the directory's HTTP handler.
@@ -85,7 +87,8 @@ func newServer(opts Options) (*server, error) {
 	if opts.Store == nil {
 		return nil, errors.New("httpd: Options.Store is nil")
 	}
-	s := &server{store: opts.Store, domains: map[string]bool{}, log: opts.Logger, maxBody: opts.MaxBodyBytes, now: opts.Now}
+	s := &server{store: opts.Store, domains: map[string]bool{}, log: opts.Logger, maxBody: opts.MaxBodyBytes, now: opts.Now,
+		wkdCache: newCandidateCache()}
 	for _, d := range opts.Domains {
 		n, ok := normalizeDomain(d)
 		if !ok || n != d {

@@ -64,6 +64,12 @@ func TestAdminRevoke(t *testing.T) {
 	d.publish(e)
 	fpr := fingerprint(e)
 	rev := revocationCert(t, e)
+	// Served once before the revocation, so the answer is cached: the
+	// revocation must still show at once.
+	resp, body := d.do("GET", advancedPath+wkd.Hash("alice"), "openpgpkey.example.org", nil, nil)
+	if el := readKeyRing(t, body); resp.StatusCode != 200 || len(el) != 1 || el[0].Revoked(time.Now()) {
+		t.Fatalf("WKD before the revocation: %d", resp.StatusCode)
+	}
 
 	resp, v := d.api("POST", "/api/v1/keys/"+fpr+"/revoke", tk.write, rev)
 	if resp.StatusCode != 200 || v["usable"] != false || v["fingerprint"] != fpr {

@@ -67,7 +67,7 @@ func (s *server) serveWKD(w http.ResponseWriter, r *http.Request) {
 		plainError(w, http.StatusInternalServerError, "internal server error")
 		return
 	}
-	body, err := WKDAnswer(keys, req.domain, req.hash, s.now())
+	body, err := wkdAnswer(keys, req.domain, req.hash, s.now(), s.wkdCache)
 	if errors.Is(err, ErrNoWKDKey) {
 		plainError(w, http.StatusNotFound, "not found")
 		return
@@ -169,9 +169,14 @@ type wkdCandidate struct {
 // MaxWKDBytes unless the first key alone is larger. ErrNoWKDKey when
 // nothing matches.
 func WKDAnswer(keys []keydir.Key, domain, hash string, now time.Time) ([]byte, error) {
+	return wkdAnswer(keys, domain, hash, now, nil)
+}
+
+// wkdAnswer is WKDAnswer with a cache of reduced keys (nil: none).
+func wkdAnswer(keys []keydir.Key, domain, hash string, now time.Time, cache *candidateCache) ([]byte, error) {
 	var cands []wkdCandidate
 	for _, k := range keys {
-		c, ok, err := wkdCandidateOf(k, domain, hash, now)
+		c, ok, err := cache.candidate(k, domain, hash, now)
 		if err != nil {
 			return nil, err
 		}
