@@ -72,17 +72,26 @@ func (s *SQLStore) AppendAudit(ctx context.Context, records []AuditRecord) ([]Au
 				return err
 			}
 		}
-		seq, prev, err := auditHead(ctx, tx)
+		head, err := s.stmt(ctx, auditHeadQuery)
+		if err != nil {
+			return err
+		}
+		seq, prev, err := auditHead(ctx, tx.StmtContext(ctx, head))
 		if err != nil {
 			return err
 		}
 		const insert = `INSERT INTO audit (seq, at, tx_id, message_id, sender, recipient, decision, format,
 			fingerprint, key_source, rule, outcome, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		ins, err := s.stmt(ctx, s.d.rebind(insert))
+		if err != nil {
+			return err
+		}
+		insTx := tx.StmtContext(ctx, ins)
 		for i, r := range records {
 			seq++
 			r.Seq, r.PrevHash, r.Time = seq, prev, dbTime(r.Time)
 			r.Hash = chainHash(r)
-			if _, err := tx.ExecContext(ctx, s.d.rebind(insert), r.Seq, r.Time, r.TxID, r.MessageID, r.Sender,
+			if _, err := insTx.ExecContext(ctx, r.Seq, r.Time, r.TxID, r.MessageID, r.Sender,
 				r.Recipient, r.Decision, r.Format, r.Fingerprint, r.KeySource, r.Rule, r.Outcome, r.PrevHash, r.Hash); err != nil {
 				return err
 			}
@@ -96,10 +105,12 @@ func (s *SQLStore) AppendAudit(ctx context.Context, records []AuditRecord) ([]Au
 	return out, nil
 }
 
-func auditHead(ctx context.Context, tx *sql.Tx) (int64, string, error) {
+const auditHeadQuery = `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`
+
+func auditHead(ctx context.Context, st *sql.Stmt) (int64, string, error) {
 	var seq int64
 	var hash string
-	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash)
+	err := st.QueryRowContext(ctx).Scan(&seq, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, "", nil
 	}

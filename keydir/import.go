@@ -89,26 +89,11 @@ func checkCert(c *pgp.Cert, now time.Time) ImportResult {
 }
 
 // ImportFile reads the file at path (at most MaxImportBytes) and imports
-// it: OpenPGP certificates through ImportPGP. X.509 certificates (PEM or
-// DER) are recognised and refused until the S/MIME import lands.
+// it: X.509 certificates through ImportX509 with the basic checks only
+// (no chain, no revocation), OpenPGP certificates through ImportPGP. Use
+// ImportFileWith to validate X.509 chains and revocation.
 func ImportFile(ctx context.Context, s Store, path string, now time.Time) ([]ImportResult, error) {
-	data, err := readFileCapped(path, MaxImportBytes)
-	if err != nil {
-		return nil, err
-	}
-	switch detectFormat(data) {
-	case formatX509:
-		return importX509(ctx, s, data, now)
-	default:
-		return ImportPGP(ctx, s, data, now)
-	}
-}
-
-// importX509 is where X.509 certificate import goes (a later issue, with
-// the smime package): parse, validate the chain, index by the e-mail
-// addresses of the subject and SAN, store with KindX509.
-func importX509(_ context.Context, _ Store, _ []byte, _ time.Time) ([]ImportResult, error) {
-	return nil, errors.New("keydir: X.509 certificates are not supported yet")
+	return ImportFileWith(ctx, s, path, now, ImportOptions{})
 }
 
 type inputFormat int
@@ -131,20 +116,41 @@ func pemCertMarkers() []string {
 
 // detectFormat tells X.509 input from OpenPGP input. DER starts with an
 // ASN.1 SEQUENCE tag (0x30), which is never a valid first OpenPGP packet
-// header: RFC 9580 §4.2 requires bit 7 of that octet to be set.
+// header: RFC 9580 §4.2 requires bit 7 of that octet to be set. PEM
+// private keys (any "... PRIVATE KEY" label but OpenPGP's armor) and BER
+// with an indefinite length (PKCS#12 files from some exporters) go the
+// X.509 way too, where they are refused as private keys.
 func detectFormat(data []byte) inputFormat {
 	for _, m := range pemCertMarkers() {
 		if bytes.Contains(data, []byte(m)) {
 			return formatX509
 		}
 	}
+	if hasPEMPrivateKey(data) {
+		return formatX509
+	}
 	var v asn1.RawValue
-	if len(data) > 0 && data[0] == 0x30 {
+	if len(data) > 1 && data[0] == 0x30 {
+		if data[1] == 0x80 {
+			return formatX509
+		}
 		if _, err := asn1.Unmarshal(data, &v); err == nil && v.IsCompound {
 			return formatX509
 		}
 	}
 	return formatPGP
+}
+
+// hasPEMPrivateKey reports a "-----BEGIN ...PRIVATE KEY-----" line other
+// than OpenPGP's "PGP PRIVATE KEY BLOCK".
+func hasPEMPrivateKey(data []byte) bool {
+	for _, part := range bytes.Split(data, []byte("-----BEGIN "))[1:] {
+		label, _, _ := bytes.Cut(part, []byte("-----"))
+		if bytes.HasSuffix(label, []byte("PRIVATE KEY")) && !bytes.HasPrefix(label, []byte("PGP ")) {
+			return true
+		}
+	}
+	return false
 }
 
 // readFileCapped reads at most limit bytes of the file at path and fails

@@ -262,21 +262,6 @@ func TestImportFileTooLarge(t *testing.T) {
 	}
 }
 
-func TestImportFileX509NotYet(t *testing.T) {
-	der := selfSignedDER(t)
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	for name, data := range map[string][]byte{"cert.pem": pemBytes, "cert.der": der} {
-		t.Run(name, func(t *testing.T) {
-			s := newImportStore(t)
-			_, err := ImportFile(t.Context(), s, writeFile(t, name, data), time.Now())
-			if err == nil || err.Error() != "keydir: X.509 certificates are not supported yet" {
-				t.Errorf("ImportFile(%s): err = %v; want the not-supported error", name, err)
-			}
-			assertEmpty(t, s)
-		})
-	}
-}
-
 func TestDetectFormat(t *testing.T) {
 	e := newEntity(t, "Carol", "carol@example.org", genConfig())
 	for name, c := range map[string]struct {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
@@ -50,6 +51,30 @@ func isPostgresURL(s string) bool {
 type SQLStore struct {
 	db *sql.DB
 	d  dialect
+
+	// stmts caches prepared statements of the hot paths (key lookups and
+	// audit appends): preparing costs more than running them.
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt
+}
+
+// stmt returns the prepared statement for query (already rebound),
+// preparing it on first use.
+func (s *SQLStore) stmt(ctx context.Context, query string) (*sql.Stmt, error) {
+	s.stmtMu.Lock()
+	defer s.stmtMu.Unlock()
+	if st, ok := s.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := s.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if s.stmts == nil {
+		s.stmts = map[string]*sql.Stmt{}
+	}
+	s.stmts[query] = st
+	return st, nil
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
@@ -129,6 +154,12 @@ func sqliteDSN(abs string) string {
 
 // Close closes the database.
 func (s *SQLStore) Close() error {
+	s.stmtMu.Lock()
+	for _, st := range s.stmts {
+		_ = st.Close()
+	}
+	s.stmts = nil
+	s.stmtMu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("keydir: close: %w", err)
 	}

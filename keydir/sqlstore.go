@@ -211,7 +211,11 @@ func (s *SQLStore) List(ctx context.Context) ([]Key, error) {
 // result is never nil, and sorted in Go so that every database's collation
 // gives the same order.
 func (s *SQLStore) queryKeys(ctx context.Context, query string, args ...any) (keys []Key, err error) {
-	rows, err := s.db.QueryContext(ctx, s.d.rebind(query), args...)
+	st, err := s.stmt(ctx, s.d.rebind(query))
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
