@@ -66,23 +66,23 @@ func chainHash(r AuditRecord) string {
 // transaction and returns them with Seq, PrevHash and Hash set.
 func (s *SQLStore) AppendAudit(ctx context.Context, records []AuditRecord) ([]AuditRecord, error) {
 	out := make([]AuditRecord, len(records))
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	// Prepared before the transaction: preparing inside it could wait for
+	// a pooled connection held by another append waiting for this one's lock.
+	head, err := s.stmt(ctx, auditHeadQuery)
+	if err != nil {
+		return nil, fmt.Errorf("keydir: append audit: %w", err)
+	}
+	ins, err := s.stmt(ctx, s.d.rebind(auditInsert))
+	if err != nil {
+		return nil, fmt.Errorf("keydir: append audit: %w", err)
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		if s.d.name == "postgres" {
 			if _, err := tx.ExecContext(ctx, fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", auditLockID)); err != nil {
 				return err
 			}
 		}
-		head, err := s.stmt(ctx, auditHeadQuery)
-		if err != nil {
-			return err
-		}
 		seq, prev, err := auditHead(ctx, tx.StmtContext(ctx, head))
-		if err != nil {
-			return err
-		}
-		const insert = `INSERT INTO audit (seq, at, tx_id, message_id, sender, recipient, decision, format,
-			fingerprint, key_source, rule, outcome, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-		ins, err := s.stmt(ctx, s.d.rebind(insert))
 		if err != nil {
 			return err
 		}
@@ -104,6 +104,9 @@ func (s *SQLStore) AppendAudit(ctx context.Context, records []AuditRecord) ([]Au
 	}
 	return out, nil
 }
+
+const auditInsert = `INSERT INTO audit (seq, at, tx_id, message_id, sender, recipient, decision, format,
+	fingerprint, key_source, rule, outcome, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 const auditHeadQuery = `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`
 
