@@ -27,7 +27,7 @@ func describeRule(idx int, r policy.Rule) string {
 // DATA, tell which copy each recipient was in and upstream's reply to it;
 // reply is what the client was told (nil for 250). A failure to write the
 // trail is logged: the message's fate is already sealed by then.
-func (s *session) audit(messageID string, rcpts []*recipient, groups []*group, reply *smtp.SMTPError) {
+func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*group, reply *smtp.SMTPError) {
 	a := s.srv.opts.Audit
 	if a == nil || len(rcpts) == 0 {
 		return
@@ -42,7 +42,7 @@ func (s *session) audit(messageID string, rcpts []*recipient, groups []*group, r
 	records := make([]keydir.AuditRecord, 0, len(rcpts))
 	for _, r := range rcpts {
 		rec := keydir.AuditRecord{
-			Time: now, TxID: s.txID, MessageID: messageID, Sender: s.from, Recipient: r.norm,
+			Time: now, TxID: tx.id, MessageID: messageID, Sender: tx.from, Recipient: r.norm,
 			Rule: r.ruleText, Decision: auditDecision(r.decision),
 		}
 		if r.decision.Action == policy.Encrypt && r.cert != nil {
@@ -59,7 +59,7 @@ func (s *session) audit(messageID string, rcpts []*recipient, groups []*group, r
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := a.AppendAudit(ctx, records); err != nil {
-		s.log.Error("audit trail not written", "tx", s.txID, "err", err)
+		s.log.Error("audit trail not written", "tx", tx.id, "err", err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,19 +31,38 @@ type recipient struct {
 	cert     *pgp.Cert // set when decision is Encrypt/PGP
 }
 
-// session is one SMTP connection's state (go-smtp calls it from a single
-// goroutine).
+// session is one SMTP connection's state. go-smtp calls it from the
+// connection's goroutine, except that with BDAT it runs Data in a goroutine
+// of its own while RSET, MAIL and RCPT may still arrive: the transaction
+// state is therefore guarded by mu, and Data works on a snapshot.
 type session struct {
-	srv      *Server
-	conn     *smtp.Conn
-	log      *slog.Logger
-	txID     string       // this transaction's ID, in logs and the audit trail
-	live     *Settings    // the settings this transaction started with
-	busy     *atomic.Bool // inside a transaction: Shutdown waits for it
+	srv  *Server
+	conn *smtp.Conn
+	log  *slog.Logger
+	busy *atomic.Bool // inside a transaction: Shutdown waits for it
+
+	mu sync.Mutex
+	tx txn
+}
+
+// txn is one mail transaction: MAIL, the RCPTs and what was decided.
+type txn struct {
+	id       string    // in logs and the audit trail
+	live     *Settings // the settings this transaction started with
 	from     string
 	mailOpts *smtp.MailOptions
 	rcpts    []*recipient
 	refused  []*recipient
+}
+
+// snapshot copies the transaction for Data.
+func (s *session) snapshot() txn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tx
+	t.rcpts = append([]*recipient(nil), t.rcpts...)
+	t.refused = append([]*recipient(nil), t.refused...)
+	return t
 }
 
 func newID() string {
@@ -52,19 +72,19 @@ func newID() string {
 }
 
 func (s *session) Reset() {
-	s.txID, s.from, s.mailOpts, s.rcpts, s.refused, s.live = "", "", nil, nil, nil, nil
+	s.mu.Lock()
+	s.tx = txn{}
+	s.mu.Unlock()
 	s.busy.Store(false)
 }
 
 func (s *session) Logout() error { return nil }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	s.Reset()
+	s.mu.Lock()
+	s.tx = txn{id: newID(), live: s.srv.live.Load(), from: from, mailOpts: opts}
+	s.mu.Unlock()
 	s.busy.Store(true)
-	s.live = s.srv.live.Load()
-	s.txID = newID()
-	s.from = from
-	s.mailOpts = opts
 	return nil
 }
 
@@ -75,13 +95,14 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if err != nil {
 		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
 	}
-	for _, r := range s.rcpts {
+	tx := s.snapshot()
+	for _, r := range tx.rcpts {
 		if r.norm == norm {
 			return nil // a repeated RCPT adds nothing
 		}
 	}
 	rc := &recipient{addr: to, norm: norm}
-	idx, rule := s.live.Policy.Match(norm)
+	idx, rule := tx.live.Policy.Match(norm)
 	rc.rule, rc.ruleText = idx, describeRule(idx, rule)
 	var lookup policy.Lookup
 	var ans keyAnswer
@@ -96,16 +117,16 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	s.srv.metrics.recipients.WithLabelValues(decisionLabel(rc.decision)).Inc()
 	switch rc.decision.Action {
 	case policy.Reject:
-		s.refused = append(s.refused, rc)
-		s.log.Info("recipient refused", "tx", s.txID, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "unusable", ans.unusable)
+		s.addRefused(rc)
+		s.log.Info("recipient refused", "tx", tx.id, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "unusable", ans.unusable)
 		reply := toSMTP(errNoKey(nil))
-		s.audit("", []*recipient{rc}, nil, reply)
+		s.audit(tx, "", []*recipient{rc}, nil, reply)
 		return reply
 	case policy.Defer:
-		s.refused = append(s.refused, rc)
-		s.log.Warn("recipient deferred", "tx", s.txID, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "err", lookup.Err)
+		s.addRefused(rc)
+		s.log.Warn("recipient deferred", "tx", tx.id, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "err", lookup.Err)
 		reply := toSMTP(errLookup(lookup.Err))
-		s.audit("", []*recipient{rc}, nil, reply)
+		s.audit(tx, "", []*recipient{rc}, nil, reply)
 		return reply
 	case policy.Encrypt:
 		if rc.decision.Format != policy.PGP {
@@ -115,14 +136,23 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		}
 		rc.cert = ans.pgp
 	}
-	s.rcpts = append(s.rcpts, rc)
+	s.mu.Lock()
+	s.tx.rcpts = append(s.tx.rcpts, rc)
+	s.mu.Unlock()
 	return nil
+}
+
+func (s *session) addRefused(rc *recipient) {
+	s.mu.Lock()
+	s.tx.refused = append(s.tx.refused, rc)
+	s.mu.Unlock()
 }
 
 // Data receives, transforms and relays the message. Every error leaves as
 // an *smtp.SMTPError of the right class (see toSMTP).
 func (s *session) Data(r io.Reader) (err error) {
-	log := s.log.With("tx", s.txID)
+	tx := s.snapshot()
+	log := s.log.With("tx", tx.id)
 	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
@@ -133,27 +163,30 @@ func (s *session) Data(r io.Reader) (err error) {
 			err = toSMTP(err)
 		}
 	}()
-	d := &delivery{srv: s.srv, live: s.live, from: s.from, mailOpts: s.mailOpts, rcpts: s.rcpts, log: log}
-	size, groups, derr := d.run(s.deadlineReader(r))
+	d := &delivery{srv: s.srv, live: tx.live, from: tx.from, mailOpts: tx.mailOpts, rcpts: tx.rcpts, log: log}
+	size, groups, derr := d.run(s.dataReader(r))
 	took := time.Since(start)
+	if errors.Is(derr, errClientData) && isTimeout(derr) {
+		s.closeAfterTimeout(log)
+	}
 	s.srv.observe(groups, derr, took)
-	s.audit(d.messageID, s.rcpts, groups, toSMTP(derr))
+	s.audit(tx, d.messageID, tx.rcpts, groups, toSMTP(derr))
 	replies := make([]string, 0, len(groups))
 	for _, g := range groups {
 		if g.reply != "" {
 			replies = append(replies, g.reply)
 		}
 	}
-	s.logMessage(log, size, replies, derr, took)
+	logMessage(log, tx, size, replies, derr, took)
 	return derr
 }
 
-func (s *session) logMessage(log *slog.Logger, size int64, replies []string, err error, took time.Duration) {
-	attrs := []any{"from", s.from, "size", size, "took_ms", took.Milliseconds()}
-	for _, r := range s.rcpts {
+func logMessage(log *slog.Logger, tx txn, size int64, replies []string, err error, took time.Duration) {
+	attrs := []any{"from", tx.from, "size", size, "took_ms", took.Milliseconds()}
+	for _, r := range tx.rcpts {
 		attrs = append(attrs, slog.Group("rcpt", "addr", r.norm, "decision", describe(r), "rule", r.rule))
 	}
-	for _, r := range s.refused {
+	for _, r := range tx.refused {
 		attrs = append(attrs, slog.Group("rcpt", "addr", r.norm, "decision", "refused: "+r.decision.Reason, "rule", r.rule))
 	}
 	attrs = append(attrs, "upstream", replies)
@@ -172,11 +205,34 @@ func describe(r *recipient) string {
 	return "plain: " + r.decision.Reason
 }
 
-// deadlineReader renews the read deadline before every read of DATA, so a
-// large message on a slow link is bounded per read (RFC 5321 §4.5.3.2: 3
-// minutes per data block) instead of go-smtp's single command deadline.
-func (s *session) deadlineReader(r io.Reader) io.Reader {
+// dataReader wraps the DATA stream so that the read deadline is renewed
+// before every read: a large message on a slow link is bounded per read
+// (RFC 5321 §4.5.3.2: 3 minutes per data block) instead of by go-smtp's
+// single command deadline. With BDAT, go-smtp feeds a pipe from its own
+// reads; renewing there would let a client dripping one byte at a time
+// hold the connection for ever, so each chunk stays bounded by the
+// command timeout go-smtp set for its BDAT command.
+func (s *session) dataReader(r io.Reader) io.Reader {
+	if _, bdat := r.(*io.PipeReader); bdat {
+		return r
+	}
 	return &deadlineReader{r: r, conn: s.conn.Conn(), d: s.srv.opts.DataTimeout}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// closeAfterTimeout ends the connection after DATA timed out: what the
+// client sends next is the rest of its message, which must never be read
+// as commands (RFC 5321 §4.5.3.2: a server closes after a timeout).
+func (s *session) closeAfterTimeout(log *slog.Logger) {
+	c := s.conn.Conn()
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = fmt.Fprintf(c, "421 4.4.2 %s Timeout while receiving data, closing connection\r\n", s.srv.opts.Hostname)
+	_ = c.Close()
+	log.Warn("client timed out in DATA; connection closed")
 }
 
 type deadlineReader struct {

@@ -15,6 +15,7 @@ have rnp                           || need_pkgs+=(rnp)
 have swaks                         || need_pkgs+=(swaks)
 have /usr/sbin/smtp-sink           || need_pkgs+=(postfix)
 have openssl                       || need_pkgs+=(openssl)
+have cmsutil                       || need_pkgs+=(libnss3-tools)
 
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -80,18 +80,20 @@ func New(opts Options) (*Relay, error) {
 
 // Txn is one open upstream transaction in the DATA phase.
 type Txn struct {
-	c    *smtp.Client
-	data *smtp.DataCommand
+	c       *smtp.Client
+	data    *smtp.DataCommand
+	conn    net.Conn      // the TCP connection under c, for write deadlines
+	timeout time.Duration // per body write
 }
 
 // Begin connects and opens a transaction for rcpts, ready for the body.
 // Any error leaves nothing open upstream.
 func (r *Relay) Begin(ctx context.Context, from string, mail *smtp.MailOptions, rcpts []string) (*Txn, error) {
-	c, err := r.connect(ctx)
+	c, conn, err := r.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t := &Txn{c: c}
+	t := &Txn{c: c, conn: conn, timeout: r.opts.Timeout}
 	if err := r.open(t, from, mail, rcpts); err != nil {
 		t.Abort()
 		return nil, err
@@ -112,37 +114,37 @@ func (r *Relay) dial(ctx context.Context) (net.Conn, error) {
 // asks, switched to TLS. go-smtp can only STARTTLS on a fresh client, so an
 // opportunistic relay to a host without STARTTLS notes that (for
 // noTLSRecheck) and connects again in plaintext.
-func (r *Relay) connect(ctx context.Context) (*smtp.Client, error) {
+func (r *Relay) connect(ctx context.Context) (*smtp.Client, net.Conn, error) {
 	wantTLS := r.opts.TLS == TLSRequired ||
 		(r.opts.TLS == TLSOpportunistic && time.Now().UnixNano() >= r.noTLSUntil.Load())
 	if wantTLS {
 		conn, err := r.dial(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		cc := r.withTimeouts(conn)
 		c, err := smtp.NewClientStartTLS(cc, r.tls)
 		if err == nil {
 			r.setTimeouts(c)
 			cc.off.Store(true)
-			return c, nil
+			return c, conn, nil
 		}
 		if r.opts.TLS == TLSRequired || !strings.Contains(err.Error(), "doesn't support STARTTLS") {
-			return nil, fmt.Errorf("relay: STARTTLS: %w", err)
+			return nil, nil, fmt.Errorf("relay: STARTTLS: %w", err)
 		}
 		r.noTLSUntil.Store(time.Now().Add(noTLSRecheck).UnixNano())
 	}
 	conn, err := r.dial(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c := smtp.NewClient(conn)
 	r.setTimeouts(c)
 	if err := c.Hello(r.opts.Hostname); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("relay: EHLO: %w", err)
+		return nil, nil, fmt.Errorf("relay: EHLO: %w", err)
 	}
-	return c, nil
+	return c, conn, nil
 }
 
 // ErrNoSMTPUTF8 means the message needs SMTPUTF8 (RFC 6531) and upstream
@@ -172,7 +174,11 @@ func (r *Relay) open(t *Txn, from string, mail *smtp.MailOptions, rcpts []string
 }
 
 // Write streams body bytes; go-smtp dot-stuffs them and turns bare LF into CRLF.
+// Every write gets the relay timeout: go-smtp clears the connection's
+// deadline once DATA is accepted, and an upstream that stops reading would
+// otherwise block the session for ever.
 func (t *Txn) Write(p []byte) (int, error) {
+	_ = t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
 	n, err := t.data.Write(p)
 	if err != nil {
 		return n, fmt.Errorf("relay: write body: %w", err)
