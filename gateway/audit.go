@@ -45,8 +45,8 @@ func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*
 			Time: now, TxID: tx.id, MessageID: messageID, Sender: tx.from, Recipient: r.norm,
 			Rule: r.ruleText, Decision: auditDecision(r.decision),
 		}
-		if r.decision.Action == policy.Encrypt && r.cert != nil {
-			rec.Format, rec.Fingerprint, rec.KeySource = string(r.decision.Format), r.cert.Fingerprint(), "directory"
+		if r.decision.Action == policy.Encrypt {
+			rec.Format, rec.Fingerprint, rec.KeySource = string(r.decision.Format), r.fingerprint(), "directory"
 		}
 		switch {
 		case reply != nil:

@@ -2,12 +2,15 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 
+	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
 
 	"github.com/sealgate/sealgate/gateway/policy"
@@ -15,6 +18,7 @@ import (
 	"github.com/sealgate/sealgate/gateway/spool"
 	"github.com/sealgate/sealgate/keydir"
 	"github.com/sealgate/sealgate/pgp"
+	"github.com/sealgate/sealgate/smime"
 )
 
 // delivery is one message on its way from DATA to upstream.
@@ -32,16 +36,35 @@ type delivery struct {
 // group is the recipients that receive the same bytes: one upstream
 // transaction each.
 type group struct {
+	kind  policy.Format // policy.PGP, policy.SMIME, or "" for plaintext
 	rcpts []*recipient
-	certs []*pgp.Cert // nil: relayed as is
-	reply string      // upstream's reply once it accepted the copy
+	certs []*pgp.Cert         // OpenPGP recipients
+	x509s []*x509.Certificate // S/MIME recipients
+	reply string              // upstream's reply once it accepted the copy
 }
 
 func (g *group) format() string {
-	if g.certs == nil {
+	if g.kind == "" {
 		return "plain"
 	}
-	return "pgp"
+	return string(g.kind)
+}
+
+// add puts r (and its key, once) into g.
+func (g *group) add(r *recipient) {
+	g.rcpts = append(g.rcpts, r)
+	fp := r.fingerprint()
+	for _, o := range g.rcpts[:len(g.rcpts)-1] {
+		if o.fingerprint() == fp {
+			return
+		}
+	}
+	switch {
+	case r.cert != nil:
+		g.certs = append(g.certs, r.cert)
+	case r.x509 != nil:
+		g.x509s = append(g.x509s, r.x509)
+	}
 }
 
 func (g *group) addrs() []string {
@@ -160,30 +183,30 @@ func (d *delivery) spool(r io.Reader) (*spool.Message, error) {
 }
 
 // group sorts recipients into transactions: the encrypted recipients named
-// in To/Cc share one copy; every other encrypted recipient (a Bcc) gets a
-// copy encrypted to its key alone, so no copy reveals a Bcc recipient's key
-// (reliability.md P6); plaintext recipients share one copy.
+// in To/Cc share one copy per format; every other encrypted recipient (a
+// Bcc) gets a copy encrypted to its key alone, so no copy reveals a Bcc
+// recipient's key (reliability.md P6); plaintext recipients share one copy.
 func (d *delivery) group(visible map[string]bool, visibleOK bool) []*group {
-	shared, plain := &group{}, &group{}
+	shared := map[policy.Format]*group{policy.PGP: {kind: policy.PGP}, policy.SMIME: {kind: policy.SMIME}}
+	plain := &group{}
 	var singles []*group
-	seen := map[string]bool{}
 	for _, r := range d.rcpts {
 		switch {
 		case r.decision.Action != policy.Encrypt:
-			plain.rcpts = append(plain.rcpts, r)
+			plain.add(r)
 		case visibleOK && visible[r.norm]:
-			shared.rcpts = append(shared.rcpts, r)
-			if fp := r.cert.Fingerprint(); !seen[fp] {
-				seen[fp] = true
-				shared.certs = append(shared.certs, r.cert)
-			}
+			shared[r.decision.Format].add(r)
 		default:
-			singles = append(singles, &group{rcpts: []*recipient{r}, certs: []*pgp.Cert{r.cert}})
+			g := &group{kind: r.decision.Format}
+			g.add(r)
+			singles = append(singles, g)
 		}
 	}
 	var out []*group
-	if len(shared.rcpts) > 0 {
-		out = append(out, shared)
+	for _, g := range []*group{shared[policy.PGP], shared[policy.SMIME]} {
+		if len(g.rcpts) > 0 {
+			out = append(out, g)
+		}
 	}
 	out = append(out, singles...)
 	if len(plain.rcpts) > 0 {
@@ -210,21 +233,36 @@ func (d *delivery) writeBody(t *relay.Txn, msg *spool.Message, g *group) error {
 		return headerReply(err)
 	}
 	bw := bufio.NewWriterSize(t, 64*1024)
-	if g.certs == nil {
-		if err := writePlainHeader(bw, h); err != nil {
-			return err
-		}
-		if _, err := io.Copy(bw, body); err != nil {
-			return err
-		}
-		return bw.Flush()
+	switch g.kind {
+	case policy.PGP:
+		err = d.writePGP(bw, h, body, g)
+	case policy.SMIME:
+		err = d.writeSMIME(bw, h, body, g)
+	default:
+		err = writePlain(bw, h, body)
 	}
-	protect := d.live.ProtectHeaders
-	boundary := pgp.NewBoundary()
-	if err := writeOuterHeader(bw, h, protect, pgp.MIMEContentType(boundary)); err != nil {
+	if err != nil {
 		return err
 	}
-	enc, err := pgp.EncryptMIME(bw, boundary, g.certs, pgp.EncryptOptions{Now: d.srv.opts.Now})
+	return bw.Flush()
+}
+
+func writePlain(w io.Writer, h textproto.Header, body io.Reader) error {
+	if err := writePlainHeader(w, h); err != nil {
+		return err
+	}
+	_, err := io.Copy(w, body)
+	return err
+}
+
+// writePGP writes an RFC 3156 PGP/MIME copy, streaming.
+func (d *delivery) writePGP(w io.Writer, h textproto.Header, body io.Reader, g *group) error {
+	protect := d.live.ProtectHeaders
+	boundary := pgp.NewBoundary()
+	if err := writeOuterHeader(w, h, protect, pgp.MIMEContentType(boundary)); err != nil {
+		return err
+	}
+	enc, err := pgp.EncryptMIME(w, boundary, g.certs, pgp.EncryptOptions{Now: d.srv.opts.Now})
 	if err != nil {
 		return errLocal(err)
 	}
@@ -237,5 +275,34 @@ func (d *delivery) writeBody(t *relay.Txn, msg *spool.Message, g *group) error {
 	if err := enc.Close(); err != nil {
 		return errLocal(err)
 	}
-	return bw.Flush()
+	return nil
+}
+
+// writeSMIME writes an RFC 8551 enveloped-data copy. The CMS library takes
+// the whole inner entity as one []byte, so it is buffered here, capped by
+// SMIMEMaxBytes; a message over the cap is refused (552), never sent in
+// plaintext instead.
+func (d *delivery) writeSMIME(w io.Writer, h textproto.Header, body io.Reader, g *group) error {
+	max := d.srv.opts.SMIMEMaxBytes
+	var inner bytes.Buffer
+	if err := writeInnerHeader(&inner, h, d.live.ProtectHeaders); err != nil {
+		return errLocal(err)
+	}
+	if _, err := io.Copy(&inner, io.LimitReader(body, max+1)); err != nil {
+		return errLocal(err)
+	}
+	if int64(inner.Len()) > max {
+		return &Reply{Code: 552, Enhanced: smtp.EnhancedCode{5, 3, 4}, Text: "Message too big for S/MIME encryption",
+			Cause: fmt.Errorf("gateway: S/MIME message over %d bytes", max)}
+	}
+	der, err := smime.Encrypt(inner.Bytes(), g.x509s)
+	if err != nil {
+		return errLocal(err)
+	}
+	ct := smime.ContentType + "\r\nContent-Transfer-Encoding: " + smime.ContentTransferEncoding +
+		"\r\nContent-Disposition: " + smime.ContentDisposition
+	if err := writeOuterHeader(w, h, d.live.ProtectHeaders, ct); err != nil {
+		return err
+	}
+	return smime.WriteMIMEBody(w, der)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/sealgate/sealgate/gateway/policy"
 	"github.com/sealgate/sealgate/gateway/relay"
 	"github.com/sealgate/sealgate/keydir"
+	"github.com/sealgate/sealgate/smime"
 )
 
 // Directory answers key lookups; keydir.Store implements it.
@@ -54,9 +55,15 @@ type Options struct {
 	Directory      Directory
 	Relay          *relay.Relay
 	Logger         *slog.Logger
-	Metrics        *Metrics         // nil: metrics are kept but not exported
-	Audit          Auditor          // nil: no audit trail
-	Now            func() time.Time // nil: time.Now
+	Metrics        *Metrics // nil: metrics are kept but not exported
+	Audit          Auditor  // nil: no audit trail
+	// SMIME validates recipient certificates; nil disables S/MIME (stored
+	// certificates are then never used). smime.Setup must have run.
+	SMIME *smime.Validator
+	// SMIMEMaxBytes caps messages encrypted with S/MIME: the CMS library
+	// works on whole messages in memory. Required when SMIME is set.
+	SMIMEMaxBytes int64
+	Now           func() time.Time // nil: time.Now
 }
 
 // Server is the SMTP proxy.
@@ -64,6 +71,7 @@ type Server struct {
 	opts    Options
 	smtp    *smtp.Server
 	certs   *certCache
+	x509s   *x509Cache
 	log     *slog.Logger
 	metrics *Metrics
 	live    atomic.Pointer[Settings]
@@ -97,7 +105,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Server{opts: opts, certs: newCertCache(4096), log: opts.Logger, metrics: opts.Metrics}
+	s := &Server{opts: opts, certs: newCertCache(4096), x509s: newX509Cache(4096), log: opts.Logger, metrics: opts.Metrics}
 	s.live.Store(&Settings{Policy: opts.Policy, Relay: opts.Relay, ProtectHeaders: opts.ProtectHeaders})
 	if s.metrics == nil {
 		m, err := NewMetrics(prometheus.NewRegistry())
@@ -133,6 +141,7 @@ func (o *Options) validate() error {
 		o.MaxHeaderBytes > 0 && o.MaxConnections > 0 && o.SpoolMemoryBytes > 0, "size and count limits must be positive")
 	need(o.CommandTimeout > 0 && o.DataTimeout > 0 && o.WriteTimeout > 0 && o.LookupTimeout > 0, "timeouts must be positive")
 	need(o.Policy != nil && o.Directory != nil && o.Relay != nil && o.Logger != nil, "policy, directory, relay and logger are required")
+	need(o.SMIME == nil || o.SMIMEMaxBytes > 0, "an S/MIME size limit is required with S/MIME")
 	return errors.Join(errs...)
 }
 

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/sealgate/sealgate/gateway/policy"
 	"github.com/sealgate/sealgate/keydir"
 	"github.com/sealgate/sealgate/pgp"
+	"github.com/sealgate/sealgate/smime"
 )
 
 // recipient is one RCPT TO and what was decided for it.
@@ -28,7 +30,19 @@ type recipient struct {
 	rule     int    // 1-based policy rule number, 0 = default
 	ruleText string // the rule, for the audit trail
 	decision policy.Decision
-	cert     *pgp.Cert // set when decision is Encrypt/PGP
+	cert     *pgp.Cert         // set when decision is Encrypt/PGP
+	x509     *x509.Certificate // set when decision is Encrypt/SMIME
+}
+
+// fingerprint is the key or certificate the recipient's copy is encrypted to.
+func (r *recipient) fingerprint() string {
+	switch {
+	case r.cert != nil:
+		return r.cert.Fingerprint()
+	case r.x509 != nil:
+		return smime.Fingerprint(r.x509)
+	}
+	return ""
 }
 
 // session is one SMTP connection's state. go-smtp calls it from the
@@ -108,7 +122,8 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	var ans keyAnswer
 	if policy.NeedsLookup(rule) {
 		ans, lookup.Err = s.srv.lookupKeys(context.Background(), norm)
-		lookup.PGP = ans.pgp != nil
+		lookup.PGP, lookup.SMIME, lookup.SMIMEUnknown = ans.pgp != nil, ans.smime != nil, ans.smimeUnknown != nil
+		lookup.Prefer = rule.Prefer
 	}
 	if lookup.Err != nil {
 		s.srv.metrics.lookupErrors.Inc()
@@ -124,17 +139,16 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 		return reply
 	case policy.Defer:
 		s.addRefused(rc)
-		s.log.Warn("recipient deferred", "tx", tx.id, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "err", lookup.Err)
+		s.log.Warn("recipient deferred", "tx", tx.id, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "err", errors.Join(lookup.Err, ans.smimeUnknown))
 		reply := toSMTP(errLookup(lookup.Err))
 		s.audit(tx, "", []*recipient{rc}, nil, reply)
 		return reply
 	case policy.Encrypt:
-		if rc.decision.Format != policy.PGP {
-			// S/MIME arrives with its own issue; until then no usable
-			// key exists in that format and policy.Decide never picks it.
-			return toSMTP(errLocal(fmt.Errorf("format %s not available", rc.decision.Format)))
+		if rc.decision.Format == policy.SMIME {
+			rc.x509 = ans.smime
+		} else {
+			rc.cert = ans.pgp
 		}
-		rc.cert = ans.pgp
 	}
 	s.mu.Lock()
 	s.tx.rcpts = append(s.tx.rcpts, rc)
@@ -199,8 +213,8 @@ func logMessage(log *slog.Logger, tx txn, size int64, replies []string, err erro
 }
 
 func describe(r *recipient) string {
-	if r.decision.Action == policy.Encrypt && r.cert != nil {
-		return "pgp " + r.cert.Fingerprint()
+	if r.decision.Action == policy.Encrypt {
+		return string(r.decision.Format) + " " + r.fingerprint()
 	}
 	return "plain: " + r.decision.Reason
 }

@@ -3,16 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/sealgate/sealgate/keydir"
 	"github.com/sealgate/sealgate/pgp"
+	"github.com/sealgate/sealgate/smime"
 )
 
 func cmdKeys(sub string, args []string, stdout, stderr io.Writer) error {
@@ -40,7 +43,11 @@ func cmdKeys(sub string, args []string, stdout, stderr io.Writer) error {
 	defer store.Close()
 	switch sub {
 	case "import":
-		return keysImport(ctx, store, pos, stdout, stderr)
+		v, err := newSMIMEValidator(cfg.SMIME, slog.New(slog.NewTextHandler(stderr, nil)))
+		if err != nil {
+			return err
+		}
+		return keysImport(ctx, store, pos, keydir.ImportOptions{X509: v}, stdout, stderr)
 	case "list":
 		return keysList(ctx, store, stdout)
 	case "show":
@@ -52,10 +59,10 @@ func cmdKeys(sub string, args []string, stdout, stderr io.Writer) error {
 
 // keysImport imports every file; it reports each key and exits 1 when any
 // file or key was refused (the others are still stored).
-func keysImport(ctx context.Context, store keydir.Store, files []string, stdout, stderr io.Writer) error {
+func keysImport(ctx context.Context, store keydir.Store, files []string, opts keydir.ImportOptions, stdout, stderr io.Writer) error {
 	imported, refused := 0, 0
 	for _, f := range files {
-		results, err := keydir.ImportFile(ctx, store, f, time.Now())
+		results, err := keydir.ImportFileWith(ctx, store, f, time.Now(), opts)
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: refused: %v (nothing from this file was stored)\n", f, err)
 			refused++
@@ -120,6 +127,16 @@ func keysShow(ctx context.Context, store keydir.Store, address string, stdout io
 
 // keyStatus says whether the gateway would encrypt to the key right now.
 func keyStatus(k keydir.Key) string {
+	if k.Kind == keydir.KindX509 {
+		cert, err := x509.ParseCertificate(k.Data)
+		if err != nil {
+			return fmt.Sprintf("unreadable: %v", err)
+		}
+		if err := smime.CheckUsable(cert, time.Now()); err != nil {
+			return "not usable: " + err.Error()
+		}
+		return "usable for encryption (chain and revocation are checked at each use)"
+	}
 	if k.Kind != keydir.KindPGP {
 		return "unknown kind"
 	}

@@ -254,6 +254,10 @@ func newGateway(cfg *config.Config, store keydir.Store, log *slog.Logger, metric
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	validator, err := newSMIMEValidator(cfg.SMIME, log)
+	if err != nil {
+		return nil, err
+	}
 	spoolDir := filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(spoolDir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool directory: %w", err)
@@ -280,6 +284,8 @@ func newGateway(cfg *config.Config, store keydir.Store, log *slog.Logger, metric
 		Logger:           log,
 		Metrics:          metrics,
 		Audit:            store,
+		SMIME:            validator,
+		SMIMEMaxBytes:    cfg.SMIME.MaxMessageBytes,
 	})
 }
 

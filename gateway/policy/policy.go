@@ -31,6 +31,7 @@ type Rule struct {
 	Match   string
 	Encrypt Requirement
 	Format  Format
+	Prefer  Format // with Format Auto and both kinds of key: PGP (default) or SMIME
 }
 
 // DefaultRule applies to recipients that no configured rule matches.
@@ -67,6 +68,11 @@ func (r Rule) validate() error {
 	case Auto, PGP, SMIME:
 	default:
 		return fmt.Errorf("format must be auto, pgp or smime, not %q", r.Format)
+	}
+	switch r.Prefer {
+	case "", PGP, SMIME:
+	default:
+		return fmt.Errorf("prefer must be pgp or smime, not %q", r.Prefer)
 	}
 	if r.Match == "" || strings.Count(r.Match, "@") > 1 || strings.ContainsAny(r.Match, " \t") {
 		return fmt.Errorf("bad match %q", r.Match)
@@ -106,6 +112,9 @@ type Lookup struct {
 	PGP    bool   // a usable OpenPGP key exists
 	SMIME  bool   // a usable S/MIME certificate exists
 	Prefer Format // which format wins when both exist (PGP when empty)
+	// SMIMEUnknown: a certificate exists whose revocation status cannot
+	// be established now (hard-fail): like a lookup error for S/MIME.
+	SMIMEUnknown bool
 }
 
 // Action is what happens to a recipient.
@@ -143,6 +152,9 @@ func Decide(r Rule, l Lookup) Decision {
 	}
 	if f, ok := choose(r.Format, l); ok {
 		return Decision{Action: Encrypt, Format: f, Reason: "key found"}
+	}
+	if l.SMIMEUnknown && r.Format != PGP {
+		return Decision{Action: Defer, Reason: "certificate revocation status unknown"}
 	}
 	if r.Encrypt == Required {
 		return Decision{Action: Reject, Reason: "encryption required and no usable key"}

@@ -86,6 +86,10 @@ func TestDecide(t *testing.T) {
 		{"opportunistic pgp-only with smime", opp(PGP), Lookup{SMIME: true}, Plain, ""},
 		{"never with key", never, Lookup{PGP: true}, Plain, ""},
 		{"never with lookup error", never, Lookup{Err: lookupErr}, Plain, ""},
+		{"required smime status unknown defers", req(Auto), Lookup{SMIMEUnknown: true}, Defer, ""},
+		{"opportunistic smime status unknown defers", opp(SMIME), Lookup{SMIMEUnknown: true}, Defer, ""},
+		{"smime unknown but pgp usable", req(Auto), Lookup{SMIMEUnknown: true, PGP: true}, Encrypt, PGP},
+		{"pgp-only rule ignores smime status", opp(PGP), Lookup{SMIMEUnknown: true}, Plain, ""},
 	}
 	for _, c := range cases {
 		d := Decide(c.rule, c.lookup)
