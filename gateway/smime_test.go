@@ -292,7 +292,9 @@ func TestSMIMERefusalMatrix(t *testing.T) {
 	ca, other := newTestCA(t), newTestCA(t)
 	g := startGateway(t, []policy.Rule{{Match: "court.example", Encrypt: policy.Required}}, enableSMIME(t, ca))
 	cases := map[string]func(*x509.Certificate){
-		"expired":            func(c *x509.Certificate) { c.NotBefore, c.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour) },
+		"expired": func(c *x509.Certificate) {
+			c.NotBefore, c.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+		},
 		"not yet valid":      func(c *x509.Certificate) { c.NotBefore = time.Now().Add(24 * time.Hour) },
 		"wrong EKU":          func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} },
 		"no keyEncipherment": func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageDigitalSignature },
