@@ -12,16 +12,32 @@ import (
 
 // benchmarkRelay sends messages of size bytes through an in-process
 // gateway into an in-process upstream, reusing one client connection.
-func benchmarkRelay(b *testing.B, size int, encrypt bool) {
+// format is "plain", "pgp" or "smime".
+func benchmarkRelay(b *testing.B, size int, format string) {
 	t := &testing.T{}
 	rules := []policy.Rule{{Match: "*", Encrypt: policy.Never}}
-	if encrypt {
+	var tweak func(*Options)
+	var ca *testCA
+	if format != "plain" {
 		rules = nil
 	}
-	g := startGateway(t, rules, nil)
+	if format == "smime" {
+		ca = newTestCA(t)
+		tweak = enableSMIME(t, ca)
+	}
+	g := startGateway(t, rules, func(o *Options) {
+		if tweak != nil {
+			tweak(o)
+		}
+		o.SpoolMemoryBytes = 2 << 20
+	})
 	defer g.srv.Close()
-	if encrypt {
+	switch format {
+	case "pgp":
 		g.newKey(t, "alice@client.example")
+	case "smime":
+		cert, _ := ca.issue(t, "alice@client.example")
+		g.publishX509(t, cert)
 	}
 	body := strings.Repeat(strings.Repeat("x", 74)+"\r\n", size/76)
 	msg := testMsg + body
@@ -45,13 +61,9 @@ func benchmarkRelay(b *testing.B, size int, encrypt bool) {
 }
 
 func BenchmarkRelay(b *testing.B) {
-	for _, size := range []int{4 << 10, 100 << 10} {
-		for _, enc := range []bool{false, true} {
-			name := fmt.Sprintf("%dKiB/plain", size>>10)
-			if enc {
-				name = fmt.Sprintf("%dKiB/pgp-x25519", size>>10)
-			}
-			b.Run(name, func(b *testing.B) { benchmarkRelay(b, size, enc) })
+	for _, size := range []int{4 << 10, 100 << 10, 1 << 20} {
+		for _, format := range []string{"plain", "pgp", "smime"} {
+			b.Run(fmt.Sprintf("%dKiB/%s", size>>10, format), func(b *testing.B) { benchmarkRelay(b, size, format) })
 		}
 	}
 }
