@@ -31,6 +31,8 @@ type delivery struct {
 	log      *slog.Logger
 	// messageID is the Message-ID header, once the header is read.
 	messageID string
+	// clientGone reports whether the client hung up (nil: never).
+	clientGone func() bool
 }
 
 // group is the recipients that receive the same bytes: one upstream
@@ -91,6 +93,9 @@ func (d *delivery) run(r io.Reader) (int64, []*group, error) {
 		return 0, nil, err
 	}
 	defer msg.Close()
+	if d.clientGone != nil && d.clientGone() {
+		return msg.Size(), nil, errLocal(fmt.Errorf("%w: the client hung up; the message may be incomplete", errClientData))
+	}
 	rd, err := msg.Open()
 	if err != nil {
 		return msg.Size(), nil, errLocal(err)

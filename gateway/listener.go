@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -55,7 +56,7 @@ func (g *guardListener) Accept() (net.Conn, error) {
 		}
 		select {
 		case g.slots <- struct{}{}:
-			sc := &slotConn{Conn: c}
+			sc := &slotConn{Conn: c, greet: g.hostname}
 			sc.release = func() {
 				g.mu.Lock()
 				delete(g.conns, sc)
@@ -105,14 +106,45 @@ type slotConn struct {
 	once    sync.Once
 	release func()
 	busy    atomic.Bool
+	gone    atomic.Bool // a read ended in EOF or an error: the client is gone
+	tls     atomic.Bool // STARTTLS happened: no plaintext replies from here
+	greet   string      // the host name for the timeout reply
+}
+
+// Read notes when the client is gone, and makes a read timeout final.
+// go-smtp does neither: under net/textproto a timeout in the middle of a
+// command line comes back as a complete (partial) line and runs as a
+// command, and inside a BDAT chunk an early EOF ends the chunk as if it
+// were complete (reliability.md S8). Here a timeout answers 421 and
+// closes the connection (RFC 5321 §4.5.3.2), and an EOF is remembered so
+// a message cut short is never relayed (see session.clientGone).
+func (c *slotConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err == nil {
+		return n, nil
+	}
+	c.gone.Store(true)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		if !c.tls.Load() {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			_, _ = fmt.Fprintf(c.Conn, "421 4.4.2 %s Timeout, closing connection\r\n", c.greet)
+		}
+		_ = c.Conn.Close()
+	}
+	return n, err
 }
 
 // slotOf finds the slotConn under a connection go-smtp may have wrapped in TLS.
 func slotOf(c net.Conn) *slotConn {
+	isTLS := false
 	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+		c, isTLS = tc.NetConn(), true
 	}
 	sc, _ := c.(*slotConn)
+	if sc != nil && isTLS {
+		sc.tls.Store(true)
+	}
 	return sc
 }
 

@@ -178,6 +178,10 @@ func (s *session) Data(r io.Reader) (err error) {
 		}
 	}()
 	d := &delivery{srv: s.srv, live: tx.live, from: tx.from, mailOpts: tx.mailOpts, rcpts: tx.rcpts, log: log}
+	if _, bdat := r.(*io.PipeReader); bdat {
+		// DATA ends only at its end marker; a BDAT chunk also at EOF.
+		d.clientGone = s.clientGone
+	}
 	size, groups, derr := d.run(s.dataReader(r))
 	took := time.Since(start)
 	if errors.Is(derr, errClientData) && isTimeout(derr) {
@@ -231,6 +235,14 @@ func (s *session) dataReader(r io.Reader) io.Reader {
 		return r
 	}
 	return &deadlineReader{r: r, conn: s.conn.Conn(), d: s.srv.opts.DataTimeout}
+}
+
+// clientGone reports whether the client's connection has ended: then the
+// message just read may be cut short (go-smtp ends a BDAT chunk at EOF as
+// if it were complete) and must not be relayed.
+func (s *session) clientGone() bool {
+	sc := slotOf(s.conn.Conn())
+	return sc != nil && sc.gone.Load()
 }
 
 func isTimeout(err error) bool {
