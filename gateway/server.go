@@ -93,7 +93,10 @@ func (s *Server) Reload(st Settings) error {
 	if st.Policy == nil || st.Relay == nil {
 		return errors.New("gateway: reload needs a policy and a relay")
 	}
-	s.live.Store(&st)
+	old := s.live.Swap(&st)
+	if old != nil && old.Relay != st.Relay {
+		old.Relay.Close() // its idle pooled connections; open ones finish
+	}
 	return nil
 }
 

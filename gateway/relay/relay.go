@@ -42,6 +42,7 @@ type Relay struct {
 	// noTLSUntil (unix nanoseconds) skips the STARTTLS attempt against an
 	// upstream that did not offer it, until the time given.
 	noTLSUntil atomic.Int64
+	pool       pool
 }
 
 const noTLSRecheck = 5 * time.Minute
@@ -84,22 +85,50 @@ type Txn struct {
 	data    *smtp.DataCommand
 	conn    net.Conn      // the TCP connection under c, for write deadlines
 	timeout time.Duration // per body write
+	r       *Relay
+	uses    int
 }
 
 // Begin connects and opens a transaction for rcpts, ready for the body.
 // Any error leaves nothing open upstream.
 func (r *Relay) Begin(ctx context.Context, from string, mail *smtp.MailOptions, rcpts []string) (*Txn, error) {
+	// A pooled connection may have been closed by upstream while idle; its
+	// first command then fails, and a fresh connection gets the message.
+	if pc := r.pool.get(time.Now()); pc != nil {
+		t := &Txn{c: pc.c, conn: pc.conn, timeout: r.opts.Timeout, r: r, uses: pc.uses}
+		if err := r.open(t, from, mail, rcpts); err == nil {
+			return t, nil
+		} else if !staleConn(err) {
+			t.Abort()
+			return nil, err
+		}
+		t.Abort()
+	}
 	c, conn, err := r.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t := &Txn{c: c, conn: conn, timeout: r.opts.Timeout}
+	t := &Txn{c: c, conn: conn, timeout: r.opts.Timeout, r: r}
 	if err := r.open(t, from, mail, rcpts); err != nil {
 		t.Abort()
 		return nil, err
 	}
 	return t, nil
 }
+
+// staleConn tells a pooled connection that upstream dropped (EOF, reset,
+// 421 at MAIL) from a refusal that a fresh connection would meet too.
+func staleConn(err error) bool {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se.Code == 421
+	}
+	return true // a transport error
+}
+
+// Close drops the idle pooled connections. Transactions still open finish
+// and close theirs.
+func (r *Relay) Close() { r.pool.close() }
 
 func (r *Relay) dial(ctx context.Context) (net.Conn, error) {
 	d := net.Dialer{Timeout: r.opts.Timeout}
@@ -194,8 +223,10 @@ func (t *Txn) Commit() (string, error) {
 		t.Abort()
 		return "", fmt.Errorf("relay: end of data: %w", err)
 	}
-	// The message is accepted; a failing QUIT does not change that.
-	_ = t.c.Quit()
+	// The message is accepted; the connection is clean and may carry the
+	// next one (a failing QUIT, when it is not kept, changes nothing).
+	_ = t.conn.SetWriteDeadline(time.Time{})
+	t.r.pool.put(&pooled{c: t.c, conn: t.conn, uses: t.uses + 1}, time.Now())
 	return resp.StatusText, nil
 }
 
