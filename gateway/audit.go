@@ -28,8 +28,7 @@ func describeRule(idx int, r policy.Rule) string {
 // reply is what the client was told (nil for 250). A failure to write the
 // trail is logged: the message's fate is already sealed by then.
 func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*group, reply *smtp.SMTPError) {
-	a := s.srv.opts.Audit
-	if a == nil || len(rcpts) == 0 {
+	if s.srv.audits == nil || len(rcpts) == 0 {
 		return
 	}
 	upstream := map[*recipient]string{}
@@ -56,10 +55,61 @@ func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*
 		}
 		records = append(records, rec)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := a.AppendAudit(ctx, records); err != nil {
+	if err := s.srv.audits.append(records); err != nil {
 		s.log.Error("audit trail not written", "tx", tx.id, "err", err)
+	}
+}
+
+// auditWriter appends records for all sessions with group commit: while
+// one transaction is being written, the records that arrive queue up and
+// go into the next one together. Each session still waits until its own
+// records are stored, so the trail is complete before the client's reply.
+type auditWriter struct {
+	a    Auditor
+	reqs chan auditReq
+}
+
+type auditReq struct {
+	recs []keydir.AuditRecord
+	done chan error
+}
+
+const auditBatchMax = 512 // records per transaction
+
+func newAuditWriter(a Auditor) *auditWriter {
+	w := &auditWriter{a: a, reqs: make(chan auditReq, 1024)}
+	go w.run()
+	return w
+}
+
+func (w *auditWriter) append(recs []keydir.AuditRecord) error {
+	done := make(chan error, 1)
+	w.reqs <- auditReq{recs: recs, done: done}
+	return <-done
+}
+
+func (w *auditWriter) run() {
+	for req := range w.reqs {
+		batch, n := []auditReq{req}, len(req.recs)
+	drain:
+		for n < auditBatchMax {
+			select {
+			case r := <-w.reqs:
+				batch, n = append(batch, r), n+len(r.recs)
+			default:
+				break drain
+			}
+		}
+		all := make([]keydir.AuditRecord, 0, n)
+		for _, r := range batch {
+			all = append(all, r.recs...)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := w.a.AppendAudit(ctx, all)
+		cancel()
+		for _, r := range batch {
+			r.done <- err
+		}
 	}
 }
 

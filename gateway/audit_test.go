@@ -2,6 +2,10 @@ package gateway
 
 import (
 	"context"
+	"fmt"
+	"sync"
+
+	"github.com/emersion/go-smtp"
 	"strings"
 	"testing"
 
@@ -56,5 +60,35 @@ func TestAuditTrailRecordsEveryRecipient(t *testing.T) {
 	}
 	if n, _, err := g.store.VerifyAudit(ctx); err != nil || n != 4 {
 		t.Fatalf("verify: %d %v", n, err)
+	}
+}
+
+func TestAuditGroupCommitUnderConcurrency(t *testing.T) {
+	g := startGateway(t, nil, func(o *Options) { o.Audit = o.Directory.(Auditor) })
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := smtp.Dial(g.addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			errs <- c.SendMail("s@firm.example", []string{fmt.Sprintf("r%d@other.example", i)}, strings.NewReader(testMsg))
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, _, err := g.store.VerifyAudit(context.Background())
+	if err != nil || n != 20 {
+		t.Fatalf("verify: %d records, %v", n, err)
 	}
 }

@@ -75,6 +75,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	live    atomic.Pointer[Settings]
+	audits  *auditWriter // nil without Options.Audit
 
 	mu     sync.Mutex
 	guards []*guardListener
@@ -110,6 +111,9 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, certs: newCertCache(4096), x509s: newX509Cache(4096), log: opts.Logger, metrics: opts.Metrics}
 	s.live.Store(&Settings{Policy: opts.Policy, Relay: opts.Relay, ProtectHeaders: opts.ProtectHeaders})
+	if opts.Audit != nil {
+		s.audits = newAuditWriter(opts.Audit)
+	}
 	if s.metrics == nil {
 		m, err := NewMetrics(prometheus.NewRegistry())
 		if err != nil {
