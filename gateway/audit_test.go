@@ -3,11 +3,11 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"testing"
 
 	"github.com/emersion/go-smtp"
-	"strings"
-	"testing"
 
 	"github.com/sealgate/sealgate/gateway/policy"
 	"github.com/sealgate/sealgate/keydir"
