@@ -123,11 +123,15 @@ func TestUpstreamFaults(t *testing.T) {
 			if r.took > 5*time.Second {
 				t.Errorf("reply took %v", r.took)
 			}
+			// A reset of the second connection mid-body may surface only when
+			// its final dot is due, after the first copy was committed: the
+			// documented duplicate window (DESIGN.md), not a loss.
+			lateReset := f.conn == 2 && f.at == atBody && f.reset
 			for i, tx := range txns {
-				if tx.accepted {
+				if tx.accepted && !(lateReset && i == 0) {
 					t.Errorf("transaction %d accepted upstream although the client got %d", i+1, r.code)
 				}
-				if tx.dot && f.at != atDot {
+				if tx.dot && f.at != atDot && !(lateReset && i == 0) {
 					t.Errorf("transaction %d received a final dot: a partial message committed", i+1)
 				}
 			}

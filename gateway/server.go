@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,8 +211,22 @@ func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	return sess, nil
 }
 
-// slogPrinter adapts go-smtp's logger to slog.
+// slogPrinter adapts go-smtp's logger to slog. go-smtp recovers panics in
+// its own BDAT goroutine (a client that hangs up right after BDAT makes it
+// dereference a session it already cleared; SECURITY.md): each is one
+// error line here, its stack at debug level, so such clients cannot flood
+// the log.
 type slogPrinter struct{ log *slog.Logger }
 
-func (p slogPrinter) Printf(format string, v ...any) { p.log.Error(fmt.Sprintf(format, v...)) }
-func (p slogPrinter) Println(v ...any)               { p.log.Error(fmt.Sprint(v...)) }
+func (p slogPrinter) Printf(format string, v ...any) { p.print(fmt.Sprintf(format, v...)) }
+func (p slogPrinter) Println(v ...any)               { p.print(fmt.Sprint(v...)) }
+
+func (p slogPrinter) print(msg string) {
+	first, stack, found := strings.Cut(msg, "\n")
+	if !found || !strings.HasPrefix(first, "panic serving") {
+		p.log.Error(msg)
+		return
+	}
+	p.log.Error("smtp library recovered a panic; connection closed", "detail", first)
+	p.log.Debug("smtp library panic stack", "stack", stack)
+}
