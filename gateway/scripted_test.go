@@ -304,9 +304,11 @@ type scriptedGateway struct {
 	logs     *syncBuffer
 }
 
+// Short enough that hang cases finish quickly, long enough that a loaded
+// 2-core CI machine running the suite with -race never hits them by accident.
 const (
-	relayTimeout     = 300 * time.Millisecond
-	relayDataTimeout = 600 * time.Millisecond
+	relayTimeout     = 1500 * time.Millisecond
+	relayDataTimeout = 3 * time.Second
 )
 
 func startScriptedGateway(t *testing.T, rules []policy.Rule, f fault, tweak func(*Options)) *scriptedGateway {
