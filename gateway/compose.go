@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-message"
 	"github.com/emersion/go-message/mail"
@@ -21,7 +22,9 @@ var errHeaderTooLarge = errors.New("gateway: message header too large")
 // field keeps its raw bytes, so what is copied out is what came in.
 func parseHeader(msg io.Reader, max int64) (textproto.Header, io.Reader, error) {
 	lr := &io.LimitedReader{R: msg, N: max}
-	br := bufio.NewReaderSize(lr, 16*1024)
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(lr)
+	defer func() { br.Reset(nil); headerReaders.Put(br) }()
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
 		if lr.N == 0 {
@@ -39,6 +42,9 @@ func parseHeader(msg io.Reader, max int64) (textproto.Header, io.Reader, error) 
 	copy(rest, mustPeek(br, len(rest)))
 	return h, io.MultiReader(bytes.NewReader(rest), msg), nil
 }
+
+// headerReaders recycles parseHeader's buffers (two per message and group).
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16*1024) }}
 
 // rawLen is the byte length of all header fields as they were read.
 func rawLen(h textproto.Header) int64 {

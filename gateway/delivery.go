@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
 
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-smtp"
@@ -237,7 +238,9 @@ func (d *delivery) writeBody(t *relay.Txn, msg *spool.Message, g *group) error {
 	if err != nil {
 		return headerReply(err)
 	}
-	bw := bufio.NewWriterSize(t, 64*1024)
+	bw := bodyWriters.Get().(*bufio.Writer)
+	bw.Reset(t)
+	defer func() { bw.Reset(nil); bodyWriters.Put(bw) }()
 	switch g.kind {
 	case policy.PGP:
 		err = d.writePGP(bw, h, body, g)
@@ -251,6 +254,10 @@ func (d *delivery) writeBody(t *relay.Txn, msg *spool.Message, g *group) error {
 	}
 	return bw.Flush()
 }
+
+// bodyWriters recycles the buffers that batch writes into upstream's
+// dot-stuffing writer, one per copy.
+var bodyWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64*1024) }}
 
 func writePlain(w io.Writer, h textproto.Header, body io.Reader) error {
 	if err := writePlainHeader(w, h); err != nil {

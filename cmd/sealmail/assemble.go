@@ -30,7 +30,9 @@ var traceFields = map[string]bool{
 type decrypted struct {
 	plaintext []byte
 	signature endpoint.SignatureStatus
-	signer    string // fingerprint, for a good or bad signature
+	signer    string     // fingerprint, for a good, mismatched or bad signature
+	checks    []sigCheck // the signatures, outer to inner (verdict.go)
+	notes     []string   // why signatures are not good, for stderr
 }
 
 // assemble builds the output message: our verdict fields, then the header
@@ -164,10 +166,15 @@ func transferEncodingOf(data []byte) string {
 	return "7bit"
 }
 
-// signatureLine is what decrypt writes to stderr.
+// signatureLine is what decrypt writes to stderr: the verdict, then a
+// line for each signature that is not good, saying why.
 func signatureLine(d *decrypted) string {
-	if d.signer == "" {
-		return fmt.Sprintf("sealmail: signature: %s", d.signature)
+	line := fmt.Sprintf("sealmail: signature: %s", d.signature)
+	if d.signer != "" {
+		line = fmt.Sprintf("sealmail: signature: %s (key %s)", d.signature, d.signer)
 	}
-	return fmt.Sprintf("sealmail: signature: %s (key %s)", d.signature, d.signer)
+	for _, n := range d.notes {
+		line += "\nsealmail: " + n
+	}
+	return line
 }

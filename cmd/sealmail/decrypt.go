@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,10 +33,12 @@ func (r *refusal) Is(target error) bool {
 func refuse(cause error) error { return &refusal{cause: cause} }
 
 // keyring is everything decrypt can use: OpenPGP secret keys (unlocked)
-// and public keys for signatures, and S/MIME key pairs.
+// and public keys for signatures, S/MIME key pairs, and the trust anchors
+// for S/MIME signers (nil: the system roots).
 type keyring struct {
 	pgp   openpgp.EntityList
 	smime []*smime.KeyPair
+	roots *x509.CertPool
 }
 
 func (k *keyring) canDecrypt() bool {
@@ -60,6 +63,8 @@ func cmdDecrypt(args []string, e *env) error {
 	home := fs.String("home", "", "")
 	var keyFiles stringList
 	fs.Var(&keyFiles, "key", "")
+	var trustFiles stringList
+	fs.Var(&trustFiles, "trust", "")
 	passFile := fs.String("passphrase-file", "", "")
 	debug := fs.Bool("debug", false, "")
 	if pos, err := parseArgs(fs, args); err != nil || len(pos) != 0 {
@@ -68,6 +73,9 @@ func cmdDecrypt(args []string, e *env) error {
 	pass := &passphrase{file: *passFile, env: e}
 	keys, err := loadKeyring(*home, keyFiles, pass)
 	if err != nil {
+		return err
+	}
+	if keys.roots, err = loadTrust(trustFiles); err != nil {
 		return err
 	}
 	msg, err := readLimited(e.stdin, maxMessageBytes)
@@ -132,7 +140,7 @@ func decryptMessage(msg []byte, keys *keyring, now nowFunc) (out []byte, d *decr
 			return nil, nil, refuse(err)
 		}
 	}
-	out, err = assemble(env, d)
+	out, err = finish(env, d, keys, now)
 	if err != nil {
 		return nil, nil, refuse(err)
 	}
@@ -144,9 +152,9 @@ func decryptPGP(payload []byte, keys openpgp.EntityList, now nowFunc) (*decrypte
 	if err != nil {
 		return nil, err
 	}
-	d := &decrypted{plaintext: res.Plaintext, signature: res.Signature}
-	if res.Signer != nil {
-		d.signer = endpoint.Fingerprint(res.Signer)
+	d := &decrypted{plaintext: res.Plaintext, signature: endpoint.SignatureNone}
+	if res.Signature != endpoint.SignatureNone {
+		d.checks = append(d.checks, combinedCheck(res, now))
 	}
 	return d, nil
 }
@@ -160,7 +168,7 @@ func decryptSMIME(der []byte, pairs []*smime.KeyPair) (*decrypted, error) {
 			if len(plain) > maxMessageBytes {
 				return nil, errors.New("plaintext too large")
 			}
-			// S/MIME signatures inside are not verified (yet): say none.
+			// A signature inside is verified by finish.
 			return &decrypted{plaintext: plain, signature: endpoint.SignatureNone}, nil
 		}
 	}

@@ -86,9 +86,14 @@ func TestPeersEncryptToSealmailKey(t *testing.T) {
 	}
 }
 
+// peerSigners are the addresses the peers sign as.
+var peerSigners = map[string]string{"gpg": "gina@example.net", "sq": "sam@example.net", "rnp": "rita@example.net"}
+
 // TestPeersSignAndEncrypt: a message signed inside the encryption (what
 // Thunderbird and gpg --sign --encrypt write) verifies with the signer's
-// key given as --key, and is unknown-key without it.
+// key given as --key: good when the From is the signer, mismatch when it
+// is someone else (reliability.md P2); and it is unknown-key without the
+// key.
 func TestPeersSignAndEncrypt(t *testing.T) {
 	t.Parallel()
 	a := alice(t)
@@ -98,11 +103,17 @@ func TestPeersSignAndEncrypt(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			armored, signerPub := encrypt(t, pub, entity, true)
-			msg := pgpMIMEMessage(outer, armored)
-			r := a.decrypt(t, msg, "--key", signerPub)
+			fromSigner := strings.Replace(outer, "Bob <bob@example.net>", "Signer <"+peerSigners[name]+">", 1)
+			r := a.decrypt(t, pgpMIMEMessage(fromSigner, armored), "--key", signerPub)
 			if r.code != 0 || !strings.HasPrefix(r.stdout, "X-Sealmail-Signature: good\r\nX-Sealmail-Signer: ") ||
 				!strings.HasPrefix(r.stderr, "sealmail: signature: good (key ") {
 				t.Errorf("with the signer's key: exit %d, stdout %.120q, stderr %q", r.code, r.stdout, r.stderr)
+			}
+			msg := pgpMIMEMessage(outer, armored)
+			r = a.decrypt(t, msg, "--key", signerPub)
+			if r.code != 0 || !strings.HasPrefix(r.stdout, "X-Sealmail-Signature: mismatch\r\nX-Sealmail-Signer: ") ||
+				!strings.Contains(r.stderr, "signed by "+peerSigners[name]+", not by the From address bob@example.net") {
+				t.Errorf("From someone else: exit %d, stdout %.120q, stderr %q", r.code, r.stdout, r.stderr)
 			}
 			r = a.decrypt(t, msg)
 			if r.code != 0 || !strings.HasPrefix(r.stdout, "X-Sealmail-Signature: unknown-key\r\nFrom:") ||

@@ -27,10 +27,12 @@ Usage:
         protected by its passphrase, for importing into another client)
   sealmail publish --directory URL [--token-file FILE] [--home DIR] [--ca-file FILE]
         upload the public key to the directory's admin API (POST URL/api/v1/keys)
-  sealmail decrypt [--home DIR] [--key FILE]... [--passphrase-file FILE] [--debug]
-                   < message.eml > plain.eml
-        decrypt PGP/MIME, inline PGP or S/MIME; verify an OpenPGP signature
-        inside and report it as X-Sealmail-Signature: good|bad|unknown-key|none
+  sealmail decrypt [--home DIR] [--key FILE]... [--trust FILE]... [--passphrase-file FILE]
+                   [--debug] < message.eml > plain.eml
+        decrypt PGP/MIME, inline PGP or S/MIME; verify the signatures inside
+        (OpenPGP combined, PGP/MIME multipart/signed, S/MIME signed-data
+        opaque or detached) or around the encryption, and report them as
+        X-Sealmail-Signature: good|mismatch|unknown-key|bad|none
   sealmail lookup ADDRESS [--ca-file FILE] [--output FILE]
         Web Key Directory lookup as GnuPG does it; print fingerprints and user IDs
 
@@ -39,6 +41,19 @@ Usage:
 ones verify signatures) or S/MIME identities (PEM key and certificate, or
 PKCS#12). A passphrase is read from --passphrase-file (its first line) or
 asked for on the terminal.
+
+Signature verdicts: good — valid, by a key we have (OpenPGP: --key files and
+the home key) or a certificate that chains to a trust anchor now with
+emailProtection (S/MIME: the system roots plus every --trust FILE of CA
+certificates), and the signer's user ID or certificate address is the From
+address; mismatch — valid, but signed by someone else than From; unknown-key —
+no key for the signer, or an untrusted S/MIME certificate; bad — the check
+failed or the signature is malformed; none — unsigned. With several
+signatures the worst counts. A signed part becomes the message body (the
+multipart/signed wrapper is removed, the verdict headers say what it was);
+stderr says why a signature is not good. X-Sealmail-Signer is the OpenPGP
+fingerprint or the certificate's SHA-256 fingerprint. A bad signature does
+not stop the output.
 
 decrypt writes nothing unless the whole message decrypted and its integrity
 was verified. Every refusal prints the same line, "sealmail: message cannot

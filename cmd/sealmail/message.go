@@ -43,6 +43,7 @@ type envelope struct {
 	part    textproto.Header // header of the encrypted entity: outer, or the one part of a wrapper
 	payload []byte           // the ciphertext, transfer-decoded
 	lf      bool             // the message uses bare LF line ends (a file, not the wire)
+	around  *signedEntity    // a signature around the encrypted entity, verified after decryption
 }
 
 // errNotEncrypted and the other errors of this file are refusals: the
@@ -76,6 +77,8 @@ func (env *envelope) classify(h textproto.Header, body []byte, wrappers int) err
 		// RFC 8551 §3.2.2; some clients omit smime-type.
 		switch strings.ToLower(params["smime-type"]) {
 		case "", "enveloped-data", "authenveloped-data":
+		case "signed-data": // encrypt-then-sign (RFC 8551 §3.7)
+			return env.signedWrapper(h, body, wrappers)
 		default:
 			return fmt.Errorf("mime: smime-type %q is not encrypted data", params["smime-type"])
 		}
@@ -85,6 +88,8 @@ func (env *envelope) classify(h textproto.Header, body []byte, wrappers int) err
 		}
 		env.kind, env.payload = kindSMIME, payload
 		return nil
+	case "multipart/signed":
+		return env.signedWrapper(h, body, wrappers)
 	case "text/plain":
 		payload, err := transferDecode(h, body)
 		if err != nil {

@@ -29,6 +29,10 @@ const (
 	SignatureGood       SignatureStatus = "good"        // verified with a known key
 	SignatureBad        SignatureStatus = "bad"         // a known key, but the check failed
 	SignatureUnknownKey SignatureStatus = "unknown-key" // signed by a key we do not have
+	// SignatureMismatch: a valid signature by a key none of whose user IDs
+	// is the From address (reliability.md P2). Decrypt never returns it:
+	// it does not know the From; the caller decides with HasAddress.
+	SignatureMismatch SignatureStatus = "mismatch"
 )
 
 // DecryptOptions bounds and tunes Decrypt.
