@@ -67,25 +67,33 @@ func checkCert(c *pgp.Cert, now time.Time) ImportResult {
 		r.Err = fmt.Errorf("keydir: key %s not imported: %w", r.Fingerprint, err)
 		return r
 	}
+	r.Addresses, r.Err = indexAddresses(c.Addresses(), "key "+r.Fingerprint, "in its user IDs")
+	return r
+}
+
+// indexAddresses normalises a key's addresses (sorted, without
+// duplicates); with none valid, the error says why the key (what) is not
+// imported.
+func indexAddresses(addrs []string, what, where string) ([]string, error) {
+	var out []string
 	var bad []error
-	for _, a := range c.Addresses() {
+	for _, a := range addrs {
 		n, err := NormalizeAddress(a)
 		if err != nil {
 			bad = append(bad, err)
 			continue
 		}
-		r.Addresses = append(r.Addresses, n)
+		out = append(out, n)
 	}
-	if len(r.Addresses) == 0 {
-		r.Err = fmt.Errorf("keydir: key %s not imported: no valid e-mail address in its user IDs", r.Fingerprint)
+	if len(out) == 0 {
+		err := fmt.Errorf("keydir: %s not imported: no valid e-mail address %s", what, where)
 		if len(bad) > 0 {
-			r.Err = fmt.Errorf("%w: %w", r.Err, errors.Join(bad...))
+			err = fmt.Errorf("%w: %w", err, errors.Join(bad...))
 		}
-		return r
+		return nil, err
 	}
-	slices.Sort(r.Addresses)
-	r.Addresses = slices.Compact(r.Addresses)
-	return r
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // ImportFile reads the file at path (at most MaxImportBytes) and imports

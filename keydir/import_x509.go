@@ -3,9 +3,7 @@ package keydir
 import (
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/sealgate/sealgate/smime"
@@ -94,23 +92,6 @@ func checkX509(ctx context.Context, c *x509.Certificate, all []*x509.Certificate
 		r.Err = fmt.Errorf("keydir: certificate %s not imported: %w", r.Fingerprint, err)
 		return r
 	}
-	var bad []error
-	for _, a := range smime.Addresses(c) {
-		n, err := NormalizeAddress(a)
-		if err != nil {
-			bad = append(bad, err)
-			continue
-		}
-		r.Addresses = append(r.Addresses, n)
-	}
-	if len(r.Addresses) == 0 {
-		r.Err = fmt.Errorf("keydir: certificate %s not imported: no valid e-mail address", r.Fingerprint)
-		if len(bad) > 0 {
-			r.Err = fmt.Errorf("%w: %w", r.Err, errors.Join(bad...))
-		}
-		return r
-	}
-	slices.Sort(r.Addresses)
-	r.Addresses = slices.Compact(r.Addresses)
+	r.Addresses, r.Err = indexAddresses(smime.Addresses(c), "certificate "+r.Fingerprint, "in it")
 	return r
 }
