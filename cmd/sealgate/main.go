@@ -16,7 +16,7 @@ const usage = `sealgate — OpenPGP and S/MIME email encryption gateway
 Usage:
   sealgate serve [--config FILE]                 run the SMTP proxy and directory HTTP
   sealgate config check --config FILE            print every config error; exit 1 on any
-  sealgate keys import [--config FILE] FILE...   import public OpenPGP keys (armored or binary)
+  sealgate keys import [--config FILE] FILE...   import OpenPGP keys and X.509 certificates (public only)
   sealgate keys list [--config FILE]             list the directory's keys
   sealgate keys show [--config FILE] ADDRESS     show the keys published for an address
   sealgate keys remove [--config FILE] ADDRESS|FINGERPRINT
