@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -105,5 +106,24 @@ func TestDecide(t *testing.T) {
 func TestNeedsLookup(t *testing.T) {
 	if NeedsLookup(Rule{Encrypt: Never}) || !NeedsLookup(Rule{Encrypt: Opportunistic}) || !NeedsLookup(Rule{Encrypt: Required}) {
 		t.Fatal("NeedsLookup wrong")
+	}
+}
+
+func BenchmarkMatchAndDecide(b *testing.B) {
+	rules := []Rule{{Match: "alice@partner.example", Encrypt: Never}}
+	for i := 0; i < 20; i++ {
+		rules = append(rules, Rule{Match: fmt.Sprintf("d%d.example", i), Encrypt: Required})
+	}
+	rules = append(rules, Rule{Match: "*", Encrypt: Opportunistic})
+	p, err := New(rules)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		_, r := p.Match("someone@d19.example")
+		if d := Decide(r, Lookup{PGP: true}); d.Action != Encrypt {
+			b.Fatal(d)
+		}
 	}
 }

@@ -49,3 +49,12 @@ func TestHashAgreesWithGnuPG(t *testing.T) {
 
 // Debian installs gpg-wks-client (package gpg-wks-client) outside PATH.
 const gpgWKSClient = "/usr/lib/gnupg/gpg-wks-client"
+
+func BenchmarkHash(b *testing.B) {
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if len(Hash("Joe.Doe")) != 32 {
+			b.Fatal("bad hash")
+		}
+	}
+}
