@@ -105,11 +105,12 @@ func (s *Server) considerX509(ctx context.Context, k keydir.Key, address string,
 		ans.unusable = append(ans.unusable, k.Fingerprint+": S/MIME is not enabled")
 		return nil
 	}
-	cert, err := s.x509s.get(k)
+	chain, err := s.x509s.get(k)
 	if err != nil {
 		return err
 	}
-	err = s.opts.SMIME.Check(ctx, cert, nil, address)
+	cert := chain[0]
+	err = s.opts.SMIME.Check(ctx, cert, chain[1:], address)
 	switch {
 	case err == nil:
 		if ans.smime == nil || cert.NotBefore.After(ans.smime.NotBefore) {
@@ -123,18 +124,19 @@ func (s *Server) considerX509(ctx context.Context, k keydir.Key, address string,
 	return nil
 }
 
-// x509Cache keeps parsed certificates like certCache does for OpenPGP.
+// x509Cache keeps parsed certificates like certCache does for OpenPGP: the
+// stored leaf first, then the CA certificates imported with it.
 type x509Cache struct {
 	mu  sync.Mutex
 	max int
-	m   map[string]*x509.Certificate
+	m   map[string][]*x509.Certificate
 }
 
 func newX509Cache(max int) *x509Cache {
-	return &x509Cache{max: max, m: map[string]*x509.Certificate{}}
+	return &x509Cache{max: max, m: map[string][]*x509.Certificate{}}
 }
 
-func (c *x509Cache) get(k keydir.Key) (*x509.Certificate, error) {
+func (c *x509Cache) get(k keydir.Key) ([]*x509.Certificate, error) {
 	id := k.Fingerprint + "/" + k.Updated.UTC().Format(time.RFC3339Nano)
 	c.mu.Lock()
 	cert, ok := c.m[id]
@@ -142,7 +144,10 @@ func (c *x509Cache) get(k keydir.Key) (*x509.Certificate, error) {
 	if ok {
 		return cert, nil
 	}
-	cert, err := x509.ParseCertificate(k.Data)
+	cert, err := x509.ParseCertificates(k.Data)
+	if err == nil && len(cert) == 0 {
+		err = errors.New("no certificate")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("gateway: stored certificate %s: %w", k.Fingerprint, err)
 	}

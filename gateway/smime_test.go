@@ -351,3 +351,35 @@ func (g *testGateway) storeX509(t *testing.T, cert *x509.Certificate, address st
 		t.Fatal(err)
 	}
 }
+
+// TestSMIMEChainThroughIntermediate: a certificate issued by an
+// intermediate CA, imported together with that intermediate, chains to the
+// trusted root at every use (x509.Verify fetches nothing by itself).
+func TestSMIMEChainThroughIntermediate(t *testing.T) {
+	root := newTestCA(t)
+	ikey, _ := rsa.GenerateKey(rand.Reader, 2048)
+	itmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "Test Intermediate"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	ider, err := x509.CreateCertificate(rand.Reader, itmpl, root.cert, &ikey.PublicKey, root.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	icert, _ := x509.ParseCertificate(ider)
+	inter := &testCA{cert: icert, key: ikey}
+	leaf, key := inter.issue(t, "alice@client.example")
+
+	g := startGateway(t, []policy.Rule{{Match: "client.example", Encrypt: policy.Required}}, enableSMIME(t, root))
+	bundle := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: icert.Raw})...)
+	res, err := keydir.ImportX509(context.Background(), g.store, bundle, time.Now(), nil)
+	if err != nil || len(res) != 2 || res[0].Err != nil {
+		t.Fatalf("import: %v %+v", err, res)
+	}
+	if r := g.send(t, "s@firm.example", []string{"alice@client.example"}, testMsg, nil); r.dataErr != nil || len(r.rcptErrs) != 0 {
+		t.Fatalf("send: %+v", r)
+	}
+	decryptSMIME(t, g.up.messages()[0].data, leaf, key)
+}

@@ -71,12 +71,26 @@ func ImportX509(ctx context.Context, s Store, data []byte, now time.Time, v *smi
 		if results[i].Err != nil {
 			continue
 		}
-		key := Key{Fingerprint: results[i].Fingerprint, Kind: KindX509, Data: c.Raw, Addresses: results[i].Addresses}
+		key := Key{Fingerprint: results[i].Fingerprint, Kind: KindX509, Data: withChain(c, certs), Addresses: results[i].Addresses}
 		if err := s.Put(ctx, key); err != nil {
 			return results[:i], fmt.Errorf("keydir: import %s: %w", key.Fingerprint, err)
 		}
 	}
 	return results, nil
+}
+
+// withChain is what is stored for leaf: its DER followed by the DER of the
+// CA certificates that came with it, so the chain can be built again at
+// every use (x509.Verify fetches no missing intermediates). Concatenated
+// DER reads back with x509.ParseCertificates; the leaf comes first.
+func withChain(leaf *x509.Certificate, all []*x509.Certificate) []byte {
+	data := append([]byte(nil), leaf.Raw...)
+	for _, c := range all {
+		if c != leaf && c.IsCA {
+			data = append(data, c.Raw...)
+		}
+	}
+	return data
 }
 
 // checkX509 decides whether c may be published.

@@ -128,11 +128,11 @@ func keysShow(ctx context.Context, store keydir.Store, address string, stdout io
 // keyStatus says whether the gateway would encrypt to the key right now.
 func keyStatus(k keydir.Key) string {
 	if k.Kind == keydir.KindX509 {
-		cert, err := x509.ParseCertificate(k.Data)
-		if err != nil {
+		certs, err := x509.ParseCertificates(k.Data) // the leaf, then its CA certificates
+		if err != nil || len(certs) == 0 {
 			return fmt.Sprintf("unreadable: %v", err)
 		}
-		if err := smime.CheckUsable(cert, time.Now()); err != nil {
+		if err := smime.CheckUsable(certs[0], time.Now()); err != nil {
 			return "not usable: " + err.Error()
 		}
 		return "usable for encryption (chain and revocation are checked at each use)"
