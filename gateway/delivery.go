@@ -113,7 +113,6 @@ func (d *delivery) run(r io.Reader) (int64, []*group, error) {
 // relay opens one upstream transaction per group, streams every body, then
 // sends the final dots.
 func (d *delivery) relay(msg *spool.Message, groups []*group) error {
-
 	txns := make([]*relay.Txn, 0, len(groups))
 	abortAll := func(ts []*relay.Txn) {
 		for _, t := range ts {
