@@ -5,10 +5,11 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/sealgate/sealgate/internal/cmdline"
 )
 
 const usage = `sealgate — OpenPGP and S/MIME email encryption gateway
@@ -95,19 +96,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return errUsage
 }
 
-// parseArgs parses flags that may stand before, between or after the
-// positional arguments ("keys import a.asc --config x.toml").
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	fs.SetOutput(io.Discard)
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, fmt.Errorf("%s: %w", fs.Name(), err)
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
+// parseArgs parses flags that may stand anywhere among the positional
+// arguments ("keys import a.asc --config x.toml").
+var parseArgs = cmdline.ParseArgs

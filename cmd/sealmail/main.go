@@ -7,11 +7,12 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"time"
+
+	"github.com/sealgate/sealgate/internal/cmdline"
 )
 
 const usage = `sealmail — the endpoint client of sealgate
@@ -128,19 +129,6 @@ func run(args []string, e *env) error {
 	return errUsage
 }
 
-// parseArgs parses flags that may stand before, between or after the
-// positional arguments ("lookup alice@example.org --ca-file ca.pem").
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
-	fs.SetOutput(io.Discard)
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, fmt.Errorf("%s: %w", fs.Name(), err)
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
+// parseArgs parses flags that may stand anywhere among the positional
+// arguments ("lookup alice@example.org --ca-file ca.pem").
+var parseArgs = cmdline.ParseArgs
