@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/sealgate/sealgate/gateway/policy"
+	"github.com/sealgate/sealgate/gateway/smtpd"
 	"github.com/sealgate/sealgate/keydir"
 )
 
@@ -27,7 +26,7 @@ func describeRule(idx int, r policy.Rule) string {
 // DATA, tell which copy each recipient was in and upstream's reply to it;
 // reply is what the client was told (nil for 250). A failure to write the
 // trail is logged: the message's fate is already sealed by then.
-func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*group, reply *smtp.SMTPError) {
+func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*group, reply *smtpd.Error) {
 	if s.srv.audits == nil || len(rcpts) == 0 {
 		return
 	}
@@ -49,7 +48,7 @@ func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*
 		}
 		switch {
 		case reply != nil:
-			rec.Outcome = fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.EnhancedCode[0], reply.EnhancedCode[1], reply.EnhancedCode[2], reply.Message)
+			rec.Outcome = fmt.Sprintf("%d %d.%d.%d %s", reply.Code, reply.Enhanced[0], reply.Enhanced[1], reply.Enhanced[2], reply.Message)
 		case upstream[r] != "":
 			rec.Outcome = "upstream: " + upstream[r]
 		}

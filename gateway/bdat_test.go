@@ -1,11 +1,14 @@
 package gateway
 
-// BDAT and timeout regressions found by the hardening suite; the gateway
-// guards against go-smtp's handling (gateway/listener.go slotConn.Read and
-// session.clientGone).
+// BDAT and timeout regressions found by the hardening suite. Most were
+// bugs of go-smtp's server, which the gateway used before it had its own
+// SMTP engine (gateway/smtpd); they stay as regression tests.
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -114,5 +117,81 @@ func TestBDATClientTimeoutIsPermanent(t *testing.T) {
 	r := rc.reply()
 	if r != "" && !strings.HasPrefix(r, "4") || strings.Contains(r, "127.0.0.1") {
 		t.Fatalf("reply %q, want a 4xx (or a closed connection) that names no address", r)
+	}
+}
+
+// TestBDATThenHangUp: a client that sends BDAT and hangs up at once made
+// go-smtp's BDAT goroutine dereference the session its Close had already
+// cleared (a recovered panic per client, found by FuzzSession with
+// "EHLO 00\nMaAL FROM:<>\r\nRCPT TO:<b@e>\r\nBDAT 0"). smtpd reads
+// chunks on the connection's goroutine: nothing panics, nothing is relayed.
+func TestBDATThenHangUp(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	g := startScriptedGateway(t, neverRules, fault{}, func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	for i := range 100 {
+		c, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		chunk := []string{"BDAT 0", "BDAT 0 LAST", "BDAT 10 LAST\r\nabc", "BDAT 3\r\nabc"}[i%4]
+		_, _ = c.Write([]byte("EHLO c\r\nMAIL FROM:<s@firm.example>\r\nRCPT TO:<bob@other.example>\r\n" + chunk))
+		_ = c.(*net.TCPConn).CloseWrite()
+		_, _ = io.ReadAll(c)
+		c.Close()
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := strings.Count(logs.String(), "panic"); n != 0 {
+		t.Fatalf("%d panics logged for 100 clients hanging up after BDAT", n)
+	}
+	// "BDAT 0 LAST" is a complete (empty) message and may be relayed;
+	// every other form was cut short and must not be.
+	if _, txns := g.up.snapshot(); len(txns) > 25 {
+		t.Fatalf("%d upstream transactions for 25 complete messages", len(txns))
+	}
+}
+
+// TestBDATResetThenNewTransaction (run with -race): RSET after a
+// non-LAST chunk, then a new BDAT transaction, pipelined. go-smtp let the
+// aborted transfer's goroutine send its result to the next transaction's
+// channel: the new message could be answered with the old error and relayed
+// anyway (a duplicate on retry). Every reply must belong to its own command
+// and only the second message may go upstream.
+func TestBDATResetThenNewTransaction(t *testing.T) {
+	t.Parallel()
+	g := startScriptedGateway(t, neverRules, fault{}, nil)
+	const rounds = 20
+	want := []string{"250", "250", "250", "250", "250", "250", "250", "250", "221"}
+	for i := range rounds {
+		c, err := net.Dial("tcp", g.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.Write([]byte("EHLO c\r\nMAIL FROM:<s@firm.example>\r\nRCPT TO:<bob@other.example>\r\nBDAT 4\r\nabcdRSET\r\n" +
+			"MAIL FROM:<a@firm.example>\r\nRCPT TO:<carol@other.example>\r\nBDAT 17 LAST\r\nSubject: x\r\n\r\nx\r\nQUIT\r\n"))
+		out, _ := io.ReadAll(c)
+		c.Close()
+		var got []string
+		for _, line := range strings.Split(strings.TrimRight(string(out), "\r\n"), "\r\n") {
+			if len(line) >= 4 && line[3] == ' ' && !strings.HasPrefix(line, "220 ") {
+				got = append(got, line[:3])
+			}
+		}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("round %d: replies %q, want codes %v", i, out, want)
+		}
+	}
+	_, txns := g.up.snapshot()
+	if len(txns) != rounds {
+		t.Fatalf("%d upstream transactions, want %d", len(txns), rounds)
+	}
+	for _, tx := range txns {
+		if !strings.Contains(tx.from, "<a@firm.example>") || !tx.accepted {
+			t.Fatalf("upstream transaction from %q (accepted %v): only the second message may be relayed", tx.from, tx.accepted)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sealgate/sealgate/gateway/policy"
 	"github.com/sealgate/sealgate/gateway/relay"
+	"github.com/sealgate/sealgate/gateway/smtpd"
 	"github.com/sealgate/sealgate/gateway/spool"
 	"github.com/sealgate/sealgate/keydir"
 	"github.com/sealgate/sealgate/pgp"
@@ -27,13 +28,11 @@ type delivery struct {
 	srv      *Server
 	live     *Settings
 	from     string
-	mailOpts *smtp.MailOptions
+	mailOpts smtpd.MailOptions
 	rcpts    []*recipient
 	log      *slog.Logger
 	// messageID is the Message-ID header, once the header is read.
 	messageID string
-	// clientGone reports whether the client hung up (nil: never).
-	clientGone func() bool
 }
 
 // group is the recipients that receive the same bytes: one upstream
@@ -79,8 +78,8 @@ func (g *group) addrs() []string {
 }
 
 var (
-	errTooBig = &Reply{Code: 552, Enhanced: smtp.EnhancedCode{5, 3, 4}, Text: "Message too big"}
-	errHeader = &Reply{Code: 554, Enhanced: smtp.EnhancedCode{5, 6, 0}, Text: "Malformed message header"}
+	errTooBig = &Reply{Code: 552, Enhanced: smtpd.EnhancedCode{5, 3, 4}, Text: "Message too big"}
+	errHeader = &Reply{Code: 554, Enhanced: smtpd.EnhancedCode{5, 6, 0}, Text: "Malformed message header"}
 )
 
 // run spools the message, opens one upstream transaction per group,
@@ -94,9 +93,6 @@ func (d *delivery) run(r io.Reader) (int64, []*group, error) {
 		return 0, nil, err
 	}
 	defer msg.Close()
-	if d.clientGone != nil && d.clientGone() {
-		return msg.Size(), nil, errLocal(fmt.Errorf("%w: the client hung up; the message may be incomplete", errClientData))
-	}
 	rd, err := msg.Open()
 	if err != nil {
 		return msg.Size(), nil, errLocal(err)
@@ -126,7 +122,7 @@ func (d *delivery) relay(msg *spool.Message, groups []*group) error {
 			if errors.Is(err, relay.ErrNoSMTPUTF8) {
 				// RFC 6531 §3.4: a message that needs SMTPUTF8 cannot go
 				// to a server without it; retrying will not help.
-				return &Reply{Code: 550, Enhanced: smtp.EnhancedCode{5, 6, 7}, Text: "SMTPUTF8 not supported by the next hop", Cause: err}
+				return &Reply{Code: 550, Enhanced: smtpd.EnhancedCode{5, 6, 7}, Text: "SMTPUTF8 not supported by the next hop", Cause: err}
 			}
 			return errUpstream(err)
 		}
@@ -156,7 +152,7 @@ func (d *delivery) relay(msg *spool.Message, groups []*group) error {
 
 func headerReply(err error) error {
 	if errors.Is(err, errHeaderTooLarge) {
-		return &Reply{Code: 552, Enhanced: smtp.EnhancedCode{5, 3, 4}, Text: "Message header too large", Cause: err}
+		return &Reply{Code: 552, Enhanced: smtpd.EnhancedCode{5, 3, 4}, Text: "Message header too large", Cause: err}
 	}
 	return &Reply{Code: errHeader.Code, Enhanced: errHeader.Enhanced, Text: errHeader.Text, Cause: err}
 }
@@ -171,7 +167,7 @@ func (d *delivery) spool(r io.Reader) (*spool.Message, error) {
 	cw := newCRLFWriter(sw)
 	if _, err := io.Copy(cw, r); err != nil {
 		sw.Discard()
-		if errors.Is(err, spool.ErrTooLarge) || errors.Is(err, smtp.ErrDataTooLarge) {
+		if errors.Is(err, spool.ErrTooLarge) || errors.Is(err, smtpd.ErrTooBig) {
 			return nil, errTooBig
 		}
 		return nil, errLocal(fmt.Errorf("%w: %w", errClientData, err))
@@ -221,10 +217,10 @@ func (d *delivery) group(visible map[string]bool, visibleOK bool) []*group {
 }
 
 func (d *delivery) upstreamMailOptions() *smtp.MailOptions {
-	if d.mailOpts == nil {
+	if !d.mailOpts.UTF8 {
 		return nil
 	}
-	return &smtp.MailOptions{UTF8: d.mailOpts.UTF8, Return: d.mailOpts.Return, EnvelopeID: d.mailOpts.EnvelopeID}
+	return &smtp.MailOptions{UTF8: true}
 }
 
 // writeBody streams one group's copy into its upstream transaction.
@@ -303,7 +299,7 @@ func (d *delivery) writeSMIME(w io.Writer, h textproto.Header, body io.Reader, g
 		return errLocal(err)
 	}
 	if int64(inner.Len()) > max {
-		return &Reply{Code: 552, Enhanced: smtp.EnhancedCode{5, 3, 4}, Text: "Message too big for S/MIME encryption",
+		return &Reply{Code: 552, Enhanced: smtpd.EnhancedCode{5, 3, 4}, Text: "Message too big for S/MIME encryption",
 			Cause: fmt.Errorf("gateway: S/MIME message over %d bytes", max)}
 	}
 	der, err := smime.Encrypt(inner.Bytes(), g.x509s)

@@ -115,7 +115,7 @@ func TestUpstreamFaults(t *testing.T) {
 			r := sendTimed(t, g.addr, []string{"alice@client.example", "carol@client.example"}, msg)
 			raw, txns := g.up.snapshot()
 			t.Logf("fault %s → reply %s → %d connection(s), %d transaction(s), none accepted", f, r, len(raw), len(txns))
-			if r.code != 451 || r.enhanced != codeUpstream {
+			if r.code != 451 || r.enhanced != smtp.EnhancedCode(codeUpstream) {
 				t.Errorf("reply %s, want 451 4.4.1 (transient: the sender retries)", r)
 			}
 			// Hangs end at the relay timeouts; anything near the client's
@@ -205,7 +205,7 @@ func TestUpstreamRefused(t *testing.T) {
 	g.newKey(t, "alice@client.example")
 	r := sendTimed(t, g.addr, []string{"alice@client.example"}, canaryMessage("alice@client.example", ""))
 	t.Logf("fault connection refused → reply %s → nothing sent", r)
-	if r.code != 451 || r.enhanced != codeUpstream {
+	if r.code != 451 || r.enhanced != smtp.EnhancedCode(codeUpstream) {
 		t.Errorf("reply %s, want 451 4.4.1", r)
 	}
 	checkSpoolClean(t, g.spoolDir)

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/emersion/go-smtp"
+	"github.com/sealgate/sealgate/gateway/smtpd"
 )
 
 // Reply is the one error type the gateway answers SMTP clients with: the
@@ -12,7 +12,7 @@ import (
 // cause for the log. The peer never sees the cause (STYLE rule 5).
 type Reply struct {
 	Code     int
-	Enhanced smtp.EnhancedCode
+	Enhanced smtpd.EnhancedCode
 	Text     string
 	Cause    error
 }
@@ -29,16 +29,16 @@ func (r *Reply) Unwrap() error { return r.Cause }
 // Temporary reports whether the sender should retry (a 4xx reply).
 func (r *Reply) Temporary() bool { return r.Code >= 400 && r.Code < 500 }
 
-func reply(code int, enh smtp.EnhancedCode, text string, cause error) *Reply {
+func reply(code int, enh smtpd.EnhancedCode, text string, cause error) *Reply {
 	return &Reply{Code: code, Enhanced: enh, Text: text, Cause: cause}
 }
 
 // The replies the gateway gives. Texts are generic on purpose.
 var (
-	codeNoKey        = smtp.EnhancedCode{5, 7, 1}
-	codeLookupFailed = smtp.EnhancedCode{4, 7, 0}
-	codeLocalError   = smtp.EnhancedCode{4, 3, 0}
-	codeUpstream     = smtp.EnhancedCode{4, 4, 1}
+	codeNoKey        = smtpd.EnhancedCode{5, 7, 1}
+	codeLookupFailed = smtpd.EnhancedCode{4, 7, 0}
+	codeLocalError   = smtpd.EnhancedCode{4, 3, 0}
+	codeUpstream     = smtpd.EnhancedCode{4, 4, 1}
 )
 
 func errNoKey(cause error) *Reply {
@@ -57,21 +57,20 @@ func errUpstream(cause error) *Reply {
 	return reply(451, codeUpstream, "Upstream delivery failed, try again later", cause)
 }
 
-// toSMTP maps any error to the *smtp.SMTPError go-smtp writes to the peer.
-// go-smtp turns a Data() error that is not exactly *smtp.SMTPError into a
-// permanent 554, so every error leaving the session passes through here;
-// anything unknown becomes 451 4.3.0 so the sender retries.
-func toSMTP(err error) *smtp.SMTPError {
+// toSMTP maps any error to the reply the client gets. Every error leaving
+// the session passes through here; anything unknown becomes 451 4.3.0 so
+// the sender retries.
+func toSMTP(err error) *smtpd.Error {
 	if err == nil {
 		return nil
 	}
 	var r *Reply
 	if errors.As(err, &r) {
-		return &smtp.SMTPError{Code: r.Code, EnhancedCode: r.Enhanced, Message: r.Text}
+		return &smtpd.Error{Code: r.Code, Enhanced: r.Enhanced, Message: r.Text}
 	}
-	var s *smtp.SMTPError
+	var s *smtpd.Error
 	if errors.As(err, &s) {
 		return s
 	}
-	return &smtp.SMTPError{Code: 451, EnhancedCode: codeLocalError, Message: "Local error in processing, try again later"}
+	return &smtpd.Error{Code: 451, Enhanced: codeLocalError, Message: "Local error in processing, try again later"}
 }

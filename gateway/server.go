@@ -13,16 +13,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sealgate/sealgate/gateway/policy"
 	"github.com/sealgate/sealgate/gateway/relay"
+	"github.com/sealgate/sealgate/gateway/smtpd"
 	"github.com/sealgate/sealgate/keydir"
 	"github.com/sealgate/sealgate/smime"
 )
@@ -70,16 +68,13 @@ type Options struct {
 // Server is the SMTP proxy.
 type Server struct {
 	opts    Options
-	smtp    *smtp.Server
+	smtp    *smtpd.Server
 	certs   *certCache
 	x509s   *x509Cache
 	log     *slog.Logger
 	metrics *Metrics
 	live    atomic.Pointer[Settings]
 	audits  *auditWriter // nil without Options.Audit
-
-	mu     sync.Mutex
-	guards []*guardListener
 }
 
 // Settings are what Reload may change while connections stay open. A
@@ -122,17 +117,18 @@ func New(opts Options) (*Server, error) {
 		}
 		s.metrics = m
 	}
-	srv := smtp.NewServer(s)
-	srv.Domain = opts.Hostname
-	srv.MaxMessageBytes = opts.MaxMessageBytes
-	srv.MaxRecipients = opts.MaxRecipients
-	srv.MaxLineLength = opts.MaxLineLength
-	srv.ReadTimeout = opts.CommandTimeout
-	srv.WriteTimeout = opts.WriteTimeout
-	srv.TLSConfig = opts.TLSConfig
-	srv.EnableSMTPUTF8 = true
-	srv.ErrorLog = slogPrinter{opts.Logger}
-	s.smtp = srv
+	s.smtp = &smtpd.Server{
+		Hostname:        opts.Hostname,
+		TLSConfig:       opts.TLSConfig,
+		MaxMessageBytes: opts.MaxMessageBytes,
+		MaxRecipients:   opts.MaxRecipients,
+		MaxLineLength:   opts.MaxLineLength,
+		CommandTimeout:  opts.CommandTimeout,
+		DataTimeout:     opts.DataTimeout,
+		WriteTimeout:    opts.WriteTimeout,
+		Backend:         s,
+		Logger:          opts.Logger,
+	}
 	return s, nil
 }
 
@@ -155,78 +151,19 @@ func (o *Options) validate() error {
 
 // Serve accepts SMTP connections on l until Close or Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	g := newGuardListener(l, s.opts.AllowedNetworks, s.opts.MaxConnections, s.opts.Hostname, s.log)
-	s.mu.Lock()
-	s.guards = append(s.guards, g)
-	s.mu.Unlock()
-	return s.smtp.Serve(g)
+	return s.smtp.Serve(newGuardListener(l, s.opts.AllowedNetworks, s.opts.MaxConnections, s.opts.Hostname, s.log))
 }
 
 // Shutdown stops accepting connections, closes idle ones, lets every
 // transaction in flight finish, and returns once all connections are gone.
 // When ctx expires first, the remaining connections are closed (their
 // clients retry: nothing was acknowledged) and ctx's error is returned.
-func (s *Server) Shutdown(ctx context.Context) error {
-	done := make(chan error, 1)
-	go func() { done <- s.smtp.Shutdown(context.Background()) }()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		s.closeIdle()
-		select {
-		case err := <-done:
-			return err
-		case <-ctx.Done():
-			_ = s.smtp.Close()
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-}
-
-// closeIdle closes the connections that are outside a transaction.
-func (s *Server) closeIdle() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, g := range s.guards {
-		g.closeIdle()
-	}
-}
+func (s *Server) Shutdown(ctx context.Context) error { return s.smtp.Shutdown(ctx) }
 
 // Close stops the server at once.
 func (s *Server) Close() error { return s.smtp.Close() }
 
-// NewSession implements smtp.Backend.
-func (s *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	id := newID()
-	sess := &session{
-		srv:  s,
-		conn: c,
-		log:  s.log.With("conn", id, "remote", c.Conn().RemoteAddr().String()),
-		busy: &atomic.Bool{},
-	}
-	if sc := slotOf(c.Conn()); sc != nil {
-		sess.busy = &sc.busy
-	}
-	return sess, nil
-}
-
-// slogPrinter adapts go-smtp's logger to slog. go-smtp recovers panics in
-// its own BDAT goroutine (a client that hangs up right after BDAT makes it
-// dereference a session it already cleared; SECURITY.md): each is one
-// error line here, its stack at debug level, so such clients cannot flood
-// the log.
-type slogPrinter struct{ log *slog.Logger }
-
-func (p slogPrinter) Printf(format string, v ...any) { p.print(fmt.Sprintf(format, v...)) }
-func (p slogPrinter) Println(v ...any)               { p.print(fmt.Sprint(v...)) }
-
-func (p slogPrinter) print(msg string) {
-	first, stack, found := strings.Cut(msg, "\n")
-	if !found || !strings.HasPrefix(first, "panic serving") {
-		p.log.Error(msg)
-		return
-	}
-	p.log.Error("smtp library recovered a panic; connection closed", "detail", first)
-	p.log.Debug("smtp library panic stack", "stack", stack)
+// NewSession implements smtpd.Backend.
+func (s *Server) NewSession(c *smtpd.Conn) (smtpd.Session, error) {
+	return &session{srv: s, log: s.log.With("conn", newID(), "remote", c.RemoteAddr().String())}, nil
 }

@@ -9,15 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"runtime/debug"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/sealgate/sealgate/gateway/policy"
+	"github.com/sealgate/sealgate/gateway/smtpd"
 	"github.com/sealgate/sealgate/keydir"
 	"github.com/sealgate/sealgate/pgp"
 	"github.com/sealgate/sealgate/smime"
@@ -45,18 +41,12 @@ func (r *recipient) fingerprint() string {
 	return ""
 }
 
-// session is one SMTP connection's state. go-smtp calls it from the
-// connection's goroutine, except that with BDAT it runs Data in a goroutine
-// of its own while RSET, MAIL and RCPT may still arrive: the transaction
-// state is therefore guarded by mu, and Data works on a snapshot.
+// session is one SMTP connection's state. smtpd calls it only from the
+// connection's goroutine, BDAT included, so it needs no locking.
 type session struct {
-	srv  *Server
-	conn *smtp.Conn
-	log  *slog.Logger
-	busy *atomic.Bool // inside a transaction: Shutdown waits for it
-
-	mu sync.Mutex
-	tx txn
+	srv *Server
+	log *slog.Logger
+	tx  txn
 }
 
 // txn is one mail transaction: MAIL, the RCPTs and what was decided.
@@ -64,19 +54,9 @@ type txn struct {
 	id       string    // in logs and the audit trail
 	live     *Settings // the settings this transaction started with
 	from     string
-	mailOpts *smtp.MailOptions
+	mailOpts smtpd.MailOptions
 	rcpts    []*recipient
 	refused  []*recipient
-}
-
-// snapshot copies the transaction for Data.
-func (s *session) snapshot() txn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	t := s.tx
-	t.rcpts = append([]*recipient(nil), t.rcpts...)
-	t.refused = append([]*recipient(nil), t.refused...)
-	return t
 }
 
 func newID() string {
@@ -85,31 +65,23 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-func (s *session) Reset() {
-	s.mu.Lock()
-	s.tx = txn{}
-	s.mu.Unlock()
-	s.busy.Store(false)
-}
+func (s *session) Reset() { s.tx = txn{} }
 
-func (s *session) Logout() error { return nil }
+func (s *session) Logout() {}
 
-func (s *session) Mail(from string, opts *smtp.MailOptions) error {
-	s.mu.Lock()
+func (s *session) Mail(from string, opts smtpd.MailOptions) error {
 	s.tx = txn{id: newID(), live: s.srv.live.Load(), from: from, mailOpts: opts}
-	s.mu.Unlock()
-	s.busy.Store(true)
 	return nil
 }
 
 // Rcpt decides for one recipient now, so that a recipient who cannot be
 // served gets its own reply while the others go on (DESIGN.md).
-func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+func (s *session) Rcpt(to string) error {
 	norm, err := keydir.NormalizeAddress(to)
 	if err != nil {
-		return &smtp.SMTPError{Code: 501, EnhancedCode: smtp.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
+		return &smtpd.Error{Code: 501, Enhanced: smtpd.EnhancedCode{5, 1, 3}, Message: "Bad recipient address syntax"}
 	}
-	tx := s.snapshot()
+	tx := &s.tx
 	for _, r := range tx.rcpts {
 		if r.norm == norm {
 			return nil // a repeated RCPT adds nothing
@@ -132,16 +104,16 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	s.srv.metrics.recipients.WithLabelValues(decisionLabel(rc.decision)).Inc()
 	switch rc.decision.Action {
 	case policy.Reject:
-		s.addRefused(rc)
+		tx.refused = append(tx.refused, rc)
 		s.log.Info("recipient refused", "tx", tx.id, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "unusable", ans.unusable)
 		reply := toSMTP(errNoKey(nil))
-		s.audit(tx, "", []*recipient{rc}, nil, reply)
+		s.audit(*tx, "", []*recipient{rc}, nil, reply)
 		return reply
 	case policy.Defer:
-		s.addRefused(rc)
+		tx.refused = append(tx.refused, rc)
 		s.log.Warn("recipient deferred", "tx", tx.id, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "err", errors.Join(lookup.Err, ans.smimeUnknown))
 		reply := toSMTP(errLookup(lookup.Err))
-		s.audit(tx, "", []*recipient{rc}, nil, reply)
+		s.audit(*tx, "", []*recipient{rc}, nil, reply)
 		return reply
 	case policy.Encrypt:
 		if rc.decision.Format == policy.SMIME {
@@ -150,22 +122,16 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 			rc.cert = ans.pgp
 		}
 	}
-	s.mu.Lock()
-	s.tx.rcpts = append(s.tx.rcpts, rc)
-	s.mu.Unlock()
+	tx.rcpts = append(tx.rcpts, rc)
 	return nil
 }
 
-func (s *session) addRefused(rc *recipient) {
-	s.mu.Lock()
-	s.tx.refused = append(s.tx.refused, rc)
-	s.mu.Unlock()
-}
-
 // Data receives, transforms and relays the message. Every error leaves as
-// an *smtp.SMTPError of the right class (see toSMTP).
+// an *smtpd.Error of the right class (see toSMTP). r ends in io.EOF only
+// once the whole message has arrived; delivery spools all of it before
+// anything goes upstream, so a message cut short is never relayed.
 func (s *session) Data(r io.Reader) (err error) {
-	tx := s.snapshot()
+	tx := s.tx
 	log := s.log.With("tx", tx.id)
 	start := time.Now()
 	defer func() {
@@ -178,15 +144,8 @@ func (s *session) Data(r io.Reader) (err error) {
 		}
 	}()
 	d := &delivery{srv: s.srv, live: tx.live, from: tx.from, mailOpts: tx.mailOpts, rcpts: tx.rcpts, log: log}
-	if _, bdat := r.(*io.PipeReader); bdat {
-		// DATA ends only at its end marker; a BDAT chunk also at EOF.
-		d.clientGone = s.clientGone
-	}
-	size, groups, derr := d.run(s.dataReader(r))
+	size, groups, derr := d.run(r)
 	took := time.Since(start)
-	if errors.Is(derr, errClientData) && isTimeout(derr) {
-		s.closeAfterTimeout(log)
-	}
 	s.srv.observe(groups, derr, took)
 	s.audit(tx, d.messageID, tx.rcpts, groups, toSMTP(derr))
 	replies := make([]string, 0, len(groups))
@@ -221,55 +180,6 @@ func describe(r *recipient) string {
 		return string(r.decision.Format) + " " + r.fingerprint()
 	}
 	return "plain: " + r.decision.Reason
-}
-
-// dataReader wraps the DATA stream so that the read deadline is renewed
-// before every read: a large message on a slow link is bounded per read
-// (RFC 5321 §4.5.3.2: 3 minutes per data block) instead of by go-smtp's
-// single command deadline. With BDAT, go-smtp feeds a pipe from its own
-// reads; renewing there would let a client dripping one byte at a time
-// hold the connection for ever, so each chunk stays bounded by the
-// command timeout go-smtp set for its BDAT command.
-func (s *session) dataReader(r io.Reader) io.Reader {
-	if _, bdat := r.(*io.PipeReader); bdat {
-		return r
-	}
-	return &deadlineReader{r: r, conn: s.conn.Conn(), d: s.srv.opts.DataTimeout}
-}
-
-// clientGone reports whether the client's connection has ended: then the
-// message just read may be cut short (go-smtp ends a BDAT chunk at EOF as
-// if it were complete) and must not be relayed.
-func (s *session) clientGone() bool {
-	sc := slotOf(s.conn.Conn())
-	return sc != nil && sc.gone.Load()
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// closeAfterTimeout ends the connection after DATA timed out: what the
-// client sends next is the rest of its message, which must never be read
-// as commands (RFC 5321 §4.5.3.2: a server closes after a timeout).
-func (s *session) closeAfterTimeout(log *slog.Logger) {
-	c := s.conn.Conn()
-	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, _ = fmt.Fprintf(c, "421 4.4.2 %s Timeout while receiving data, closing connection\r\n", s.srv.opts.Hostname)
-	_ = c.Close()
-	log.Warn("client timed out in DATA; connection closed")
-}
-
-type deadlineReader struct {
-	r    io.Reader
-	conn net.Conn
-	d    time.Duration
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	_ = d.conn.SetReadDeadline(time.Now().Add(d.d))
-	return d.r.Read(p)
 }
 
 var errClientData = errors.New("gateway: reading message from client")
