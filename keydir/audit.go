@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -45,40 +47,125 @@ type AuditFilter struct {
 	Limit     int    // 0: no limit
 }
 
-// auditLockID serialises appends on PostgreSQL (SQLite's BEGIN IMMEDIATE
-// already does).
+// auditLockID serialises appends on PostgreSQL, where several nodes may
+// append to one chain (SQLite's BEGIN IMMEDIATE already does).
 const auditLockID = 0x5ea1a0d17
+
+// auditLockQuery takes the lock. It is a statement of its own, before the
+// head is read: a READ COMMITTED statement reads the snapshot taken when it
+// starts, so a head read in the statement that waited for the lock could
+// miss the append it waited for.
+var auditLockQuery = fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", auditLockID)
 
 // chainHash links a record to the one before it. Every field that says
 // what happened is covered, and so is the sequence number, so a changed,
-// removed or reordered record breaks the chain (see VerifyAudit).
+// removed or reordered record breaks the chain (see VerifyAudit). Each
+// field is hashed as "<length>:<value>;", the length in decimal bytes, so
+// no two different records hash alike.
 func chainHash(r AuditRecord) string {
-	h := sha256.New()
-	for _, f := range []string{r.PrevHash, strconv.FormatInt(r.Seq, 10), r.Time.UTC().Format(time.RFC3339Nano),
-		r.TxID, r.MessageID, r.Sender, r.Recipient, r.Decision, r.Format, r.Fingerprint, r.KeySource, r.Rule, r.Outcome} {
-		// Length-prefixed, so no two different records hash alike.
-		fmt.Fprintf(h, "%d:%s;", len(f), f)
+	// Big enough for a typical record, so that it takes no allocation but
+	// the result.
+	var buf [1024]byte
+	var num [64]byte
+	b := appendHashField(buf[:0], r.PrevHash)
+	b = appendHashField(b, strconv.AppendInt(num[:0], r.Seq, 10))
+	b = appendHashField(b, r.Time.UTC().AppendFormat(num[:0], time.RFC3339Nano))
+	for _, f := range [...]string{r.TxID, r.MessageID, r.Sender, r.Recipient, r.Decision, r.Format,
+		r.Fingerprint, r.KeySource, r.Rule, r.Outcome} {
+		b = appendHashField(b, f)
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
+
+// appendHashField appends f to b as chainHash hashes it.
+func appendHashField[T string | []byte](b []byte, f T) []byte {
+	b = strconv.AppendInt(b, int64(len(f)), 10)
+	b = append(b, ':')
+	b = append(b, f...)
+	return append(b, ';')
+}
+
+// auditInsertSizes is how many INSERT statements AppendAudit uses: they
+// write 1, 2, 4, … auditInsertMaxRows records, and a batch is written with
+// those that add up to its length (13 records: 8, 4 and 1), so an append
+// runs a few statements instead of one per record. 64 rows of 14 columns
+// stay far below the placeholder limits (SQLite's 32766, PostgreSQL's 65535).
+const (
+	auditInsertSizes   = 7
+	auditInsertMaxRows = 1 << (auditInsertSizes - 1)
+)
+
+// auditChunks returns the row counts of the INSERTs that write n records,
+// largest first.
+func auditChunks(n int) []int {
+	var out []int
+	for n > 0 {
+		c := auditInsertMaxRows
+		for c > n {
+			c /= 2
+		}
+		out, n = append(out, c), n-c
+	}
+	return out
+}
+
+// auditInserts holds the INSERT statements of auditChunks by dialect name,
+// for n rows at index log2(n).
+var auditInserts = sync.OnceValue(func() map[string][auditInsertSizes]string {
+	m := map[string][auditInsertSizes]string{}
+	for _, d := range []dialect{sqliteDialect, pgDialect} {
+		var qs [auditInsertSizes]string
+		for i := range qs {
+			qs[i] = d.rebind(auditInsert(1 << i))
+		}
+		m[d.name] = qs
+	}
+	return m
+})
+
+// auditInsert returns the INSERT of n audit records.
+func auditInsert(n int) string {
+	const row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+	var b strings.Builder
+	b.WriteString("INSERT INTO audit (" + auditColumns + ") VALUES ")
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(row)
+	}
+	return b.String()
+}
+
+const auditInsertColumns = 14
 
 // AppendAudit adds records to the end of the hash chain in one
 // transaction and returns them with Seq, PrevHash and Hash set.
 func (s *SQLStore) AppendAudit(ctx context.Context, records []AuditRecord) ([]AuditRecord, error) {
-	out := make([]AuditRecord, len(records))
+	if len(records) == 0 {
+		return []AuditRecord{}, nil
+	}
+	chunks := auditChunks(len(records))
 	// Prepared before the transaction: preparing inside it could wait for
 	// a pooled connection held by another append waiting for this one's lock.
 	head, err := s.stmt(ctx, auditHeadQuery)
 	if err != nil {
 		return nil, fmt.Errorf("keydir: append audit: %w", err)
 	}
-	ins, err := s.stmt(ctx, s.d.rebind(auditInsert))
-	if err != nil {
-		return nil, fmt.Errorf("keydir: append audit: %w", err)
+	var inserts [auditInsertSizes]*sql.Stmt
+	for _, n := range chunks {
+		if i := bits.Len(uint(n)) - 1; inserts[i] == nil {
+			if inserts[i], err = s.stmt(ctx, auditInserts()[s.d.name][i]); err != nil {
+				return nil, fmt.Errorf("keydir: append audit: %w", err)
+			}
+		}
 	}
+	out := make([]AuditRecord, len(records))
+	args := make([]any, 0, chunks[0]*auditInsertColumns)
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
 		if s.d.name == "postgres" {
-			if _, err := tx.ExecContext(ctx, fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", auditLockID)); err != nil {
+			if _, err := tx.ExecContext(ctx, auditLockQuery); err != nil {
 				return err
 			}
 		}
@@ -86,16 +173,23 @@ func (s *SQLStore) AppendAudit(ctx context.Context, records []AuditRecord) ([]Au
 		if err != nil {
 			return err
 		}
-		insTx := tx.StmtContext(ctx, ins)
 		for i, r := range records {
 			seq++
 			r.Seq, r.PrevHash, r.Time = seq, prev, dbTime(r.Time)
 			r.Hash = chainHash(r)
-			if _, err := insTx.ExecContext(ctx, r.Seq, r.Time, r.TxID, r.MessageID, r.Sender,
-				r.Recipient, r.Decision, r.Format, r.Fingerprint, r.KeySource, r.Rule, r.Outcome, r.PrevHash, r.Hash); err != nil {
+			prev, out[i] = r.Hash, r
+		}
+		rest := out
+		for _, n := range chunks {
+			args = args[:0]
+			for _, r := range rest[:n] {
+				args = append(args, r.Seq, r.Time, r.TxID, r.MessageID, r.Sender, r.Recipient, r.Decision,
+					r.Format, r.Fingerprint, r.KeySource, r.Rule, r.Outcome, r.PrevHash, r.Hash)
+			}
+			if _, err := tx.StmtContext(ctx, inserts[bits.Len(uint(n))-1]).ExecContext(ctx, args...); err != nil {
 				return err
 			}
-			prev, out[i] = r.Hash, r
+			rest = rest[n:]
 		}
 		return nil
 	})
@@ -104,9 +198,6 @@ func (s *SQLStore) AppendAudit(ctx context.Context, records []AuditRecord) ([]Au
 	}
 	return out, nil
 }
-
-const auditInsert = `INSERT INTO audit (seq, at, tx_id, message_id, sender, recipient, decision, format,
-	fingerprint, key_source, rule, outcome, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 const auditHeadQuery = `SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1`
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -121,6 +123,83 @@ func TestAuditConcurrentAppendsKeepOneChain(t *testing.T) {
 			}
 			if n, _, err := s.VerifyAudit(context.Background()); err != nil || n != 80 {
 				t.Fatalf("verify: %d %v", n, err)
+			}
+		})
+	}
+}
+
+// TestChainHashStable pins the hash of known records: a change to how
+// records are hashed would break every chain already stored.
+func TestChainHashStable(t *testing.T) {
+	r := rec(7)
+	r.Seq, r.PrevHash = 42, strings.Repeat("ab", 32)
+	long := AuditRecord{
+		Seq: 1, Time: time.Date(2026, 1, 2, 3, 4, 5, 123456000, time.FixedZone("CET", 3600)),
+		Recipient: "ünïcode@exämple.org", Outcome: strings.Repeat("5", 700),
+	}
+	for _, tc := range []struct {
+		r    AuditRecord
+		want string
+	}{
+		{r, "018a4e21962c93b96d629cd697f4ef1d480f2311332c46ceba0d264d943a819f"},
+		{long, "8b972f7d131e6e8e3301203db921b8d8c755785e1a5ee30bd5de673503d58f5c"},
+		{AuditRecord{}, "46f2c27dddf203584f458b2275e508b216f12f31edb48a4d5cd9a97c5f89decc"},
+	} {
+		if got := chainHash(tc.r); got != tc.want {
+			t.Errorf("chainHash(%+v) = %s; want %s", tc.r, got, tc.want)
+		}
+	}
+}
+
+func TestAuditChunks(t *testing.T) {
+	for n := range 3*auditInsertMaxRows + 2 {
+		sum := 0
+		for _, c := range auditChunks(n) {
+			if c < 1 || c > auditInsertMaxRows || c&(c-1) != 0 {
+				t.Fatalf("auditChunks(%d) = %v: %d is not a power of two up to %d", n, auditChunks(n), c, auditInsertMaxRows)
+			}
+			sum += c
+		}
+		if sum != n {
+			t.Fatalf("auditChunks(%d) = %v; sum %d", n, auditChunks(n), sum)
+		}
+	}
+}
+
+// TestAuditBatchSizes appends batches that take one INSERT, several, and
+// several of the largest, and reads every record back as returned.
+func TestAuditBatchSizes(t *testing.T) {
+	for name, open := range auditStores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := open(t)
+			var want []AuditRecord
+			for _, n := range []int{1, 0, 13, auditInsertMaxRows, auditInsertMaxRows + 1, 2*auditInsertMaxRows + 7} {
+				recs := make([]AuditRecord, n)
+				for i := range recs {
+					recs[i] = rec(len(want) + i)
+					recs[i].Time = recs[i].Time.Add(time.Duration(i) * time.Nanosecond) // dropped below a microsecond
+				}
+				got, err := s.AppendAudit(ctx, recs)
+				if err != nil || len(got) != n {
+					t.Fatalf("AppendAudit(%d records) = %d, %v", n, len(got), err)
+				}
+				for i, r := range got {
+					if r.Seq != int64(len(want)+1) || r.TxID != recs[i].TxID || !r.Time.Equal(dbTime(recs[i].Time)) {
+						t.Fatalf("record %d of %d returned as %+v", i, n, r)
+					}
+					want = append(want, r)
+				}
+			}
+			stored, err := s.Audit(ctx, AuditFilter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(stored, want) {
+				t.Fatalf("stored records differ from the returned ones:\n%+v\n%+v", stored, want)
+			}
+			if n, head, err := s.VerifyAudit(ctx); err != nil || n != int64(len(want)) || head != want[len(want)-1].Hash {
+				t.Fatalf("verify: %d %q %v", n, head, err)
 			}
 		})
 	}

@@ -141,7 +141,17 @@ func sqliteDSN(abs string) string {
 	q.Add("_pragma", "busy_timeout(5000)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "foreign_keys(1)")
+	// In WAL mode, NORMAL syncs the WAL at checkpoints, not at every
+	// commit: a committed transaction survives a crash of the process, and
+	// the database stays consistent after a power failure or an operating
+	// system crash, which may lose the transactions committed since the last
+	// checkpoint. FULL would sync the WAL at every commit.
 	q.Add("_pragma", "synchronous(NORMAL)")
+	// Statement journals (the undo log of a statement that writes several
+	// rows, such as an audit batch) in memory, not in a temporary file:
+	// they hold a few pages each, and spilling them to disk costs a write
+	// system call per page.
+	q.Add("_pragma", "temp_store(MEMORY)")
 	// BEGIN IMMEDIATE: every transaction here writes, and taking the write
 	// lock up front makes busy_timeout apply instead of failing with
 	// SQLITE_BUSY when a read snapshot cannot be upgraded.

@@ -88,7 +88,7 @@ func checkMode(t *testing.T, path string, want os.FileMode) {
 
 func TestSQLitePragmas(t *testing.T) {
 	s := openTestSQLite(t, filepath.Join(t.TempDir(), "sealgate.db"))
-	want := map[string]string{"journal_mode": "wal", "busy_timeout": "5000", "foreign_keys": "1", "synchronous": "1"}
+	want := map[string]string{"journal_mode": "wal", "busy_timeout": "5000", "foreign_keys": "1", "synchronous": "1", "temp_store": "2"}
 	for pragma, w := range want {
 		var got string
 		if err := s.db.QueryRowContext(t.Context(), "PRAGMA "+pragma).Scan(&got); err != nil {
@@ -202,45 +202,5 @@ func TestSQLiteForeignKeysCascade(t *testing.T) {
 	_, err := s.db.ExecContext(t.Context(), `INSERT INTO key_addresses (address, fingerprint) VALUES ('x@example.org', 'NOPE')`)
 	if err == nil {
 		t.Error("insert of an address for a missing key succeeded; foreign keys are off")
-	}
-}
-
-func BenchmarkLookup(b *testing.B) {
-	const n = 10000
-	s := openTestSQLite(b, filepath.Join(b.TempDir(), "sealgate.db"))
-	fillStore(b, s, n)
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		addr := fmt.Sprintf("user%d@example.org", i%n)
-		keys, err := s.Lookup(b.Context(), addr)
-		if err != nil || len(keys) != 1 {
-			b.Fatalf("Lookup(%s) = %d keys, %v", addr, len(keys), err)
-		}
-		i += 7919 // a prime: spread lookups over the table
-	}
-}
-
-// fillStore inserts n keys directly in one transaction (Put per key would
-// dominate the benchmark's set-up time).
-func fillStore(b *testing.B, s *SQLStore, n int) {
-	b.Helper()
-	tx, err := s.db.BeginTx(b.Context(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	data := make([]byte, 2048) // about an Ed25519 certificate with a few UIDs
-	for i := range n {
-		k, err := prepareKey(fakeKey(i, fmt.Sprintf("user%d@example.org", i), "team@example.org"), fakeTime())
-		if err != nil {
-			b.Fatal(err)
-		}
-		k.Data = data
-		if err := s.putTx(b.Context(), tx, k); err != nil {
-			b.Fatal(errors.Join(err, tx.Rollback()))
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		b.Fatal(err)
 	}
 }

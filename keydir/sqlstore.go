@@ -1,6 +1,7 @@
 package keydir
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -16,7 +17,10 @@ import (
 const selectKeys = `SELECT k.fingerprint, k.kind, k.data, k.created_at, k.updated_at, a.address
 	FROM keys k LEFT JOIN key_addresses a ON a.fingerprint = k.fingerprint`
 
-const keyOrder = ` ORDER BY k.fingerprint, a.address`
+// keyOrder keeps the rows of a key together, as queryKeys needs. It does
+// not order a key's addresses: queryKeys sorts them, and leaving them out
+// spares SQLite a sort per key.
+const keyOrder = ` ORDER BY k.fingerprint`
 
 // Put inserts or replaces key and replaces its address index, in one
 // transaction that also records the change: "import" for a new
@@ -221,15 +225,18 @@ func (s *SQLStore) queryKeys(ctx context.Context, query string, args ...any) (ke
 	}
 	defer func() { err = errors.Join(err, rows.Close()) }()
 	keys = []Key{}
+	// The key's data repeats in the row of each of its addresses: it is
+	// read into one buffer and copied out once, from the key's first row.
+	var data sql.RawBytes
 	for rows.Next() {
 		var k Key
 		var kind string
 		var addr sql.NullString
-		if err := rows.Scan(&k.Fingerprint, &kind, &k.Data, &k.Created, &k.Updated, &addr); err != nil {
+		if err := rows.Scan(&k.Fingerprint, &kind, &data, &k.Created, &k.Updated, &addr); err != nil {
 			return nil, err
 		}
 		if n := len(keys); n == 0 || keys[n-1].Fingerprint != k.Fingerprint {
-			k.Kind, k.Created, k.Updated = Kind(kind), k.Created.UTC(), k.Updated.UTC()
+			k.Kind, k.Data, k.Created, k.Updated = Kind(kind), bytes.Clone(data), k.Created.UTC(), k.Updated.UTC()
 			k.Addresses = []string{}
 			keys = append(keys, k)
 		}
