@@ -477,19 +477,27 @@ func (c *conn) data(arg []byte) bool {
 		c.readFailed(g)
 		return false
 	}
+	c.endOfMessage(r.err, err, r.eof)
+	return true
+}
+
+// endOfMessage answers a message's last command and closes the
+// transaction. readErr is the reader's own failure (a limit: the message
+// never was complete), dataErr the Session's, eof whether the Session read
+// the message to its end.
+func (c *conn) endOfMessage(readErr, dataErr error, eof bool) {
 	switch {
-	case r.err != nil:
-		c.replyErr(r.err) // a limit: the message never was complete
-	case err != nil:
-		c.replyErr(err)
-	case !r.eof:
+	case readErr != nil:
+		c.replyErr(readErr)
+	case dataErr != nil:
+		c.replyErr(dataErr)
+	case !eof:
 		c.srv.Logger.Error("smtpd: session accepted a message it did not read to the end")
 		c.replyErr(errors.New("incomplete read"))
 	default:
 		c.reply(250, EnhancedCode{2, 0, 0}, "OK")
 	}
 	c.endTx()
-	return true
 }
 
 func (c *conn) startTLS(arg []byte) bool {

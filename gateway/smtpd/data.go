@@ -254,18 +254,7 @@ func (c *conn) bdat(arg []byte) bool {
 		c.endTx()
 		return c.handle(r.pending)
 	}
-	switch {
-	case r.err != nil:
-		c.replyErr(r.err)
-	case err != nil:
-		c.replyErr(err)
-	case !r.eof:
-		c.srv.Logger.Error("smtpd: session accepted a message it did not read to the end")
-		c.replyErr(errors.New("incomplete read"))
-	default:
-		c.reply(250, EnhancedCode{2, 0, 0}, "OK")
-	}
-	c.endTx()
+	c.endOfMessage(r.err, err, r.eof)
 	// What the Session left unread of the chunk (it stopped early, or the
 	// chunk broke the size limit) is skipped once the reply is out.
 	return c.skip(r.remain)
