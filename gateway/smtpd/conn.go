@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// conn is one client connection. Everything but idle and raw is touched
+// conn is one client connection. Everything but state and raw is touched
 // only by the connection's goroutine.
 type conn struct {
 	srv  *Server
@@ -24,7 +24,11 @@ type conn struct {
 	bw   *bufio.Writer
 	pub  Conn
 	sess Session
-	idle atomic.Bool // waiting for a command outside a transaction
+	// state is connBusy, connIdle (waiting for a command outside a
+	// transaction) or connShut (Shutdown closed it while idle). The moves
+	// out of connIdle are compare-and-swaps, so Shutdown never closes a
+	// connection that has just taken a command it is going to run.
+	state atomic.Int32
 
 	helo   string
 	tls    bool
@@ -39,6 +43,12 @@ type conn struct {
 var (
 	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
 	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+const (
+	connBusy int32 = iota
+	connIdle
+	connShut
 )
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -85,11 +95,16 @@ func (c *conn) serve() {
 			c.flush()
 			return
 		}
-		c.idle.Store(!c.inTx)
+		if !c.inTx {
+			c.state.Store(connIdle)
+		}
 		line, err := c.readLine()
-		c.idle.Store(false)
+		if !c.inTx && !c.state.CompareAndSwap(connIdle, connBusy) {
+			return // Shutdown closed the connection
+		}
 		if err == errLineTooLong {
 			if !c.syntaxError(500, EnhancedCode{5, 5, 2}, "Line too long") {
+				c.flush()
 				return
 			}
 			continue

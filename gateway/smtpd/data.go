@@ -32,6 +32,9 @@ func (r *dotReader) Read(p []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
+	if len(p) == 0 {
+		return 0, nil
+	}
 	n := 0
 	for n < len(p) {
 		if len(r.line) == 0 {
@@ -97,7 +100,7 @@ func (r *dotReader) next() error {
 	if r.discard {
 		return nil
 	}
-	if lineLen > c.srv.MaxLineLength+2 {
+	if lineLen-lineEnd(full, endsCRLF) > c.srv.MaxLineLength {
 		return ErrLineTooLong
 	}
 	r.n += int64(len(line))
@@ -106,6 +109,18 @@ func (r *dotReader) next() error {
 	}
 	r.line = line
 	return nil
+}
+
+// lineEnd is the length of the line ending counted in a line's length:
+// CRLF, a bare LF, or none yet (the line goes on in the next slice).
+func lineEnd(full, crlf bool) int {
+	switch {
+	case crlf:
+		return 2
+	case full:
+		return 1
+	}
+	return 0
 }
 
 // drain reads the rest of the message, without limits, so the next
@@ -137,6 +152,9 @@ type bdatReader struct {
 func (r *bdatReader) Read(p []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err
+	}
+	if len(p) == 0 {
+		return 0, nil
 	}
 	for r.remain == 0 {
 		if r.last {
@@ -205,7 +223,8 @@ func (r *bdatReader) nextChunk() error {
 			}
 			r.remain, r.last = size, last
 			r.c.startData()
-			if r.total+size > c.srv.MaxMessageBytes {
+			if size > c.srv.MaxMessageBytes-r.total { // no overflow: total <= max
+
 				return ErrTooBig
 			}
 			r.total += size

@@ -174,7 +174,7 @@ func (s *Server) closeIdle() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.idle.Load() {
+		if c.state.CompareAndSwap(connIdle, connShut) {
 			_ = c.raw.Close()
 		}
 	}
