@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func openTestSQLite(t testing.TB, path string) *SQLStore {
@@ -88,7 +89,8 @@ func checkMode(t *testing.T, path string, want os.FileMode) {
 
 func TestSQLitePragmas(t *testing.T) {
 	s := openTestSQLite(t, filepath.Join(t.TempDir(), "sealgate.db"))
-	want := map[string]string{"journal_mode": "wal", "busy_timeout": "5000", "foreign_keys": "1", "synchronous": "1", "temp_store": "2"}
+	want := map[string]string{"journal_mode": "wal", "busy_timeout": "5000", "foreign_keys": "1", "synchronous": "1", "temp_store": "2",
+		"wal_autocheckpoint": "0", "journal_size_limit": "67108864"}
 	for pragma, w := range want {
 		var got string
 		if err := s.db.QueryRowContext(t.Context(), "PRAGMA "+pragma).Scan(&got); err != nil {
@@ -97,6 +99,37 @@ func TestSQLitePragmas(t *testing.T) {
 		if got != w {
 			t.Errorf("PRAGMA %s = %q; want %q", pragma, got, w)
 		}
+	}
+}
+
+// TestSQLiteBackgroundCheckpoint: commits never checkpoint themselves
+// (wal_autocheckpoint 0), so without the store's checkpointer the database
+// file would not grow while the store stays open; with it, what was
+// committed reaches the database file within a few ticks.
+func TestSQLiteBackgroundCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sealgate.db")
+	s := openTestSQLite(t, path)
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size()
+	for i := range 200 {
+		rec := AuditRecord{Time: fakeTime(), TxID: fmt.Sprintf("tx%d", i), Sender: "s@firm.example",
+			Recipient: "r@client.example", Rule: "default", Decision: "plain", Outcome: strings.Repeat("x", 400)}
+		if _, err := s.AppendAudit(t.Context(), []AuditRecord{rec}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for size() < before+64<<10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file still %d bytes (was %d) 5 s after 80 KB of commits: no checkpoint ran", size(), before)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
