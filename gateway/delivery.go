@@ -12,7 +12,6 @@ import (
 	"sync"
 
 	"github.com/emersion/go-message/textproto"
-	"github.com/emersion/go-smtp"
 
 	"github.com/sealgate/sealgate/gateway/policy"
 	"github.com/sealgate/sealgate/gateway/relay"
@@ -116,7 +115,7 @@ func (d *delivery) relay(msg *spool.Message, groups []*group) error {
 		}
 	}
 	for _, g := range groups {
-		t, err := d.live.Relay.Begin(context.Background(), d.from, d.upstreamMailOptions(), g.addrs())
+		t, err := d.live.Relay.Begin(context.Background(), d.from, d.mailOpts.UTF8, g.addrs())
 		if err != nil {
 			abortAll(txns)
 			if errors.Is(err, relay.ErrNoSMTPUTF8) {
@@ -130,7 +129,7 @@ func (d *delivery) relay(msg *spool.Message, groups []*group) error {
 		if err := d.writeBody(t, msg, g); err != nil {
 			abortAll(txns)
 			var rep *Reply
-			if errors.As(err, &rep) {
+			if errors.As(err, &rep) && !errors.Is(err, relay.ErrBodyWrite) {
 				return err
 			}
 			return errUpstream(err)
@@ -214,13 +213,6 @@ func (d *delivery) group(visible map[string]bool, visibleOK bool) []*group {
 		out = append(out, plain)
 	}
 	return out
-}
-
-func (d *delivery) upstreamMailOptions() *smtp.MailOptions {
-	if !d.mailOpts.UTF8 {
-		return nil
-	}
-	return &smtp.MailOptions{UTF8: true}
 }
 
 // writeBody streams one group's copy into its upstream transaction.

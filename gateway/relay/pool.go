@@ -1,11 +1,8 @@
 package relay
 
 import (
-	"net"
 	"sync"
 	"time"
-
-	"github.com/emersion/go-smtp"
 )
 
 // Pooled upstream connections. A new connection per message costs about
@@ -21,8 +18,7 @@ const (
 )
 
 type pooled struct {
-	c    *smtp.Client
-	conn net.Conn
+	c    *client
 	idle time.Time // when it was returned
 	uses int
 }
@@ -44,19 +40,21 @@ func (p *pool) get(now time.Time) *pooled {
 		if now.Sub(pc.idle) < poolMaxAge {
 			return pc
 		}
-		_ = pc.c.Close()
+		_ = pc.c.close()
 	}
 	return nil
 }
 
-// put keeps pc for reuse, or closes it when the pool is full or closed.
-func (p *pool) put(pc *pooled, now time.Time) {
+// put keeps pc for reuse, or says QUIT (bounded by timeout) and closes
+// it when the pool is full or closed.
+func (p *pool) put(pc *pooled, now time.Time, timeout time.Duration) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed || len(p.idle) >= poolMaxIdle || pc.uses >= poolMaxUses {
-		_ = pc.c.Quit()
+		p.mu.Unlock()
+		pc.c.quit(timeout)
 		return
 	}
+	defer p.mu.Unlock()
 	pc.idle = now
 	p.idle = append(p.idle, pc)
 }
@@ -67,7 +65,7 @@ func (p *pool) close() {
 	defer p.mu.Unlock()
 	p.closed = true
 	for _, pc := range p.idle {
-		_ = pc.c.Quit()
+		pc.c.quit(time.Second)
 	}
 	p.idle = nil
 }

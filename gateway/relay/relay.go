@@ -1,7 +1,8 @@
 // Package relay hands messages to the upstream mail host. A transaction is
 // opened (connect, EHLO, STARTTLS, MAIL, RCPT, DATA), its body streamed, and
 // only then committed with the final dot, so a caller can stream several
-// transactions before committing any (DESIGN.md, delivery semantics).
+// transactions before committing any (DESIGN.md, delivery semantics). The
+// SMTP client is client.go.
 package relay
 
 import (
@@ -10,11 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
+	"net/textproto"
 	"sync/atomic"
 	"time"
-
-	"github.com/emersion/go-smtp"
 )
 
 // TLS modes for the upstream connection.
@@ -81,22 +80,20 @@ func New(opts Options) (*Relay, error) {
 
 // Txn is one open upstream transaction in the DATA phase.
 type Txn struct {
-	c       *smtp.Client
-	data    *smtp.DataCommand
-	conn    net.Conn      // the TCP connection under c, for write deadlines
-	timeout time.Duration // per body write
-	r       *Relay
-	uses    int
+	c    *client
+	r    *Relay
+	uses int
 }
 
-// Begin connects and opens a transaction for rcpts, ready for the body.
-// Any error leaves nothing open upstream.
-func (r *Relay) Begin(ctx context.Context, from string, mail *smtp.MailOptions, rcpts []string) (*Txn, error) {
+// Begin connects (or takes a pooled connection) and opens a transaction
+// for rcpts, ready for the body. utf8 asks for SMTPUTF8 (RFC 6531). Any
+// error leaves nothing open upstream.
+func (r *Relay) Begin(ctx context.Context, from string, utf8 bool, rcpts []string) (*Txn, error) {
 	// A pooled connection may have been closed by upstream while idle; its
 	// first command then fails, and a fresh connection gets the message.
 	if pc := r.pool.get(time.Now()); pc != nil {
-		t := &Txn{c: pc.c, conn: pc.conn, timeout: r.opts.Timeout, r: r, uses: pc.uses}
-		if err := r.open(t, from, mail, rcpts); err == nil {
+		t := &Txn{c: pc.c, r: r, uses: pc.uses}
+		if err := r.open(t, from, utf8, rcpts); err == nil {
 			return t, nil
 		} else if !staleConn(err) {
 			t.Abort()
@@ -104,12 +101,12 @@ func (r *Relay) Begin(ctx context.Context, from string, mail *smtp.MailOptions, 
 		}
 		t.Abort()
 	}
-	c, conn, err := r.connect(ctx)
+	c, err := r.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
-	t := &Txn{c: c, conn: conn, timeout: r.opts.Timeout, r: r}
-	if err := r.open(t, from, mail, rcpts); err != nil {
+	t := &Txn{c: c, r: r}
+	if err := r.open(t, from, utf8, rcpts); err != nil {
 		t.Abort()
 		return nil, err
 	}
@@ -119,9 +116,12 @@ func (r *Relay) Begin(ctx context.Context, from string, mail *smtp.MailOptions, 
 // staleConn tells a pooled connection that upstream dropped (EOF, reset,
 // 421 at MAIL) from a refusal that a fresh connection would meet too.
 func staleConn(err error) bool {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		return se.Code == 421
+	if errors.Is(err, ErrNoSMTPUTF8) {
+		return false
+	}
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		return te.Code == 421
 	}
 	return true // a transport error
 }
@@ -130,133 +130,86 @@ func staleConn(err error) bool {
 // and close theirs.
 func (r *Relay) Close() { r.pool.close() }
 
-func (r *Relay) dial(ctx context.Context) (net.Conn, error) {
+// connect returns a client that has greeted upstream and, as the TLS mode
+// asks, switched to TLS. An opportunistic relay to a host that does not
+// offer STARTTLS notes that (for noTLSRecheck) and goes on in plaintext.
+func (r *Relay) connect(ctx context.Context) (*client, error) {
 	d := net.Dialer{Timeout: r.opts.Timeout}
 	conn, err := d.DialContext(ctx, "tcp", r.opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect %s: %w", r.opts.Addr, err)
 	}
-	return conn, nil
-}
-
-// connect returns a client that has greeted upstream and, as the TLS mode
-// asks, switched to TLS. go-smtp can only STARTTLS on a fresh client, so an
-// opportunistic relay to a host without STARTTLS notes that (for
-// noTLSRecheck) and connects again in plaintext.
-func (r *Relay) connect(ctx context.Context) (*smtp.Client, net.Conn, error) {
+	c := newClient(conn)
+	c.deadline(r.opts.Timeout)
+	if err := c.greet(r.opts.Hostname); err != nil {
+		c.close()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	wantTLS := r.opts.TLS == TLSRequired ||
 		(r.opts.TLS == TLSOpportunistic && time.Now().UnixNano() >= r.noTLSUntil.Load())
-	if wantTLS {
-		conn, err := r.dial(ctx)
-		if err != nil {
-			return nil, nil, err
+	switch {
+	case wantTLS && c.has("STARTTLS"):
+		c.deadline(r.opts.Timeout)
+		if err := c.startTLS(r.tls, r.opts.Hostname); err != nil {
+			c.close()
+			return nil, fmt.Errorf("relay: STARTTLS: %w", err)
 		}
-		cc := r.withTimeouts(conn)
-		c, err := smtp.NewClientStartTLS(cc, r.tls)
-		if err == nil {
-			r.setTimeouts(c)
-			cc.off.Store(true)
-			return c, conn, nil
-		}
-		if r.opts.TLS == TLSRequired || !strings.Contains(err.Error(), "doesn't support STARTTLS") {
-			return nil, nil, fmt.Errorf("relay: STARTTLS: %w", err)
-		}
+	case r.opts.TLS == TLSRequired:
+		c.close()
+		return nil, errors.New("relay: STARTTLS: upstream does not offer STARTTLS and upstream_tls is required")
+	case wantTLS:
 		r.noTLSUntil.Store(time.Now().Add(noTLSRecheck).UnixNano())
 	}
-	conn, err := r.dial(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	c := smtp.NewClient(conn)
-	r.setTimeouts(c)
-	if err := c.Hello(r.opts.Hostname); err != nil {
-		c.Close()
-		return nil, nil, fmt.Errorf("relay: EHLO: %w", err)
-	}
-	return c, conn, nil
+	return c, nil
 }
 
 // ErrNoSMTPUTF8 means the message needs SMTPUTF8 (RFC 6531) and upstream
 // does not offer it: a permanent condition for this message.
 var ErrNoSMTPUTF8 = errors.New("relay: upstream does not support SMTPUTF8")
 
-func (r *Relay) open(t *Txn, from string, mail *smtp.MailOptions, rcpts []string) error {
-	if mail != nil && mail.UTF8 {
-		if ok, _ := t.c.Extension("SMTPUTF8"); !ok {
-			return ErrNoSMTPUTF8
-		}
+func (r *Relay) open(t *Txn, from string, utf8 bool, rcpts []string) error {
+	if utf8 && !t.c.has("SMTPUTF8") {
+		return ErrNoSMTPUTF8
 	}
-	if err := t.c.Mail(from, mail); err != nil {
-		return fmt.Errorf("relay: MAIL FROM: %w", err)
+	t.c.deadline(r.opts.Timeout)
+	if err := t.c.open(from, utf8, rcpts); err != nil {
+		return fmt.Errorf("relay: %w", err)
 	}
-	for _, rcpt := range rcpts {
-		if err := t.c.Rcpt(rcpt, nil); err != nil {
-			return fmt.Errorf("relay: RCPT TO %s: %w", rcpt, err)
-		}
-	}
-	w, err := t.c.Data()
-	if err != nil {
-		return fmt.Errorf("relay: DATA: %w", err)
-	}
-	t.data = w
 	return nil
 }
 
-// Write streams body bytes; go-smtp dot-stuffs them and turns bare LF into CRLF.
-// Every write gets the relay timeout: go-smtp clears the connection's
-// deadline once DATA is accepted, and an upstream that stops reading would
-// otherwise block the session for ever.
+// Write streams body bytes, dot-stuffed, with every bare CR or LF made
+// CRLF. Every write gets the relay timeout, so an upstream that stops
+// reading cannot block the session for ever.
 func (t *Txn) Write(p []byte) (int, error) {
-	_ = t.conn.SetWriteDeadline(time.Now().Add(t.timeout))
-	n, err := t.data.Write(p)
+	_ = t.c.nc.SetWriteDeadline(time.Now().Add(t.r.opts.Timeout))
+	n, err := t.c.dot.Write(p)
 	if err != nil {
-		return n, fmt.Errorf("relay: write body: %w", err)
+		return n, fmt.Errorf("%w: %w", ErrBodyWrite, err)
 	}
 	return n, nil
 }
 
+// ErrBodyWrite marks a failure to send body bytes upstream, whichever
+// layer (an encrypter, a buffer) passes it on.
+var ErrBodyWrite = errors.New("relay: write body")
+
 // Commit sends the final dot and returns upstream's reply text once it
-// accepted the message. The connection is closed either way.
+// accepted the message. A connection that failed is closed; one that
+// succeeded may carry the next message.
 func (t *Txn) Commit() (string, error) {
-	resp, err := t.data.CloseWithResponse()
+	t.c.deadline(t.r.opts.DataTimeout)
+	msg, err := t.c.finish()
 	if err != nil {
 		t.Abort()
 		return "", fmt.Errorf("relay: end of data: %w", err)
 	}
 	// The message is accepted; the connection is clean and may carry the
 	// next one (a failing QUIT, when it is not kept, changes nothing).
-	_ = t.conn.SetWriteDeadline(time.Time{})
-	t.r.pool.put(&pooled{c: t.c, conn: t.conn, uses: t.uses + 1}, time.Now())
-	return resp.StatusText, nil
+	t.r.pool.put(&pooled{c: t.c, uses: t.uses + 1}, time.Now(), t.r.opts.Timeout)
+	return msg, nil
 }
 
 // Abort drops the transaction by closing the connection without the final
 // dot, so upstream never sees a partial message as complete.
-func (t *Txn) Abort() {
-	_ = t.c.Close()
-}
-
-func (r *Relay) setTimeouts(c *smtp.Client) {
-	c.CommandTimeout = r.opts.Timeout
-	c.SubmissionTimeout = r.opts.DataTimeout
-}
-
-// clampConn caps the deadlines go-smtp sets while greeting and switching to
-// TLS: those happen inside NewClientStartTLS, before the client's own
-// timeouts can be set, and would otherwise use go-smtp's 5-minute default.
-type clampConn struct {
-	net.Conn
-	limit time.Duration
-	off   atomic.Bool // set once the client's own timeouts apply
-}
-
-func (c *clampConn) SetDeadline(t time.Time) error {
-	if max := time.Now().Add(c.limit); !c.off.Load() && !t.IsZero() && t.After(max) {
-		t = max
-	}
-	return c.Conn.SetDeadline(t)
-}
-
-func (r *Relay) withTimeouts(conn net.Conn) *clampConn {
-	return &clampConn{Conn: conn, limit: r.opts.Timeout}
-}
+func (t *Txn) Abort() { _ = t.c.close() }

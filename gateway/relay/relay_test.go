@@ -89,7 +89,7 @@ func newRelay(t *testing.T, addr string) *Relay {
 
 func send(t *testing.T, r *Relay, from string, rcpts ...string) error {
 	t.Helper()
-	tx, err := r.Begin(context.Background(), from, nil, rcpts)
+	tx, err := r.Begin(context.Background(), from, false, rcpts)
 	if err != nil {
 		return err
 	}
