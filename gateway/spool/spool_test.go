@@ -122,3 +122,31 @@ func TestNewRejectsZeroLimits(t *testing.T) {
 		t.Fatal("zero limits accepted")
 	}
 }
+
+// TestPooledBufferWiped: a memory spool goes back to the pool only after
+// its bytes are zeroed, so no message outlives its transaction there.
+func TestPooledBufferWiped(t *testing.T) {
+	w, err := New(Options{MemoryBytes: 1 << 20, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("privileged text")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := w.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := m.mem[:len(m.mem):len(m.mem)] // the pooled buffer's bytes
+	if string(seen) != "privileged text" {
+		t.Fatalf("message holds %q", seen)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range seen {
+		if b != 0 {
+			t.Fatalf("byte %d of a released spool buffer is %q, want 0", i, b)
+		}
+	}
+}
