@@ -45,13 +45,14 @@ func (p *pool) get(now time.Time) *pooled {
 	return nil
 }
 
-// put keeps pc for reuse, or says QUIT (bounded by timeout) and closes
-// it when the pool is full or closed.
+// put keeps pc for reuse, or closes it with QUIT (bounded by timeout, on
+// a goroutine of its own: the message is accepted, and its client's reply
+// need not wait for upstream's goodbye) when the pool is full or closed.
 func (p *pool) put(pc *pooled, now time.Time, timeout time.Duration) {
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= poolMaxIdle || pc.uses >= poolMaxUses {
 		p.mu.Unlock()
-		pc.c.quit(timeout)
+		go pc.c.quit(timeout)
 		return
 	}
 	defer p.mu.Unlock()
@@ -65,7 +66,7 @@ func (p *pool) close() {
 	defer p.mu.Unlock()
 	p.closed = true
 	for _, pc := range p.idle {
-		pc.c.quit(time.Second)
+		go pc.c.quit(time.Second)
 	}
 	p.idle = nil
 }
