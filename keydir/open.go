@@ -58,6 +58,8 @@ type SQLStore struct {
 	stmtMu sync.Mutex
 	stmts  map[string]*sql.Stmt
 
+	lookups lookupCache // see lookupcache.go
+
 	// SQLite only: the background checkpointer (see checkpointLoop).
 	stopCkpt chan struct{}
 	ckptDone chan struct{}

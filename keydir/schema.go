@@ -77,6 +77,7 @@ func migrations() []migration {
 		{stmts: schemaV1()},
 		{stmts: schemaV2(), fill: backfillWKD},
 		{stmts: schemaV3()},
+		{stmts: schemaV4(), fill: generationTriggers},
 	}
 }
 

@@ -194,12 +194,20 @@ func (s *SQLStore) Lookup(ctx context.Context, address string) ([]Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keydir: lookup: %w", err)
 	}
+	gen, err := s.generation(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("keydir: lookup %s: %w", a, err)
+	}
+	if keys, ok := s.lookups.get(a, gen); ok {
+		return copyKeys(keys), nil
+	}
 	const where = ` WHERE k.fingerprint IN (SELECT fingerprint FROM key_addresses WHERE address = ?)`
 	keys, err := s.queryKeys(ctx, selectKeys+where+keyOrder, a)
 	if err != nil {
 		return nil, fmt.Errorf("keydir: lookup %s: %w", a, err)
 	}
-	return keys, nil
+	s.lookups.put(a, gen, keys)
+	return copyKeys(keys), nil
 }
 
 // List returns all keys ordered by fingerprint.
