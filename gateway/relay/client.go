@@ -157,8 +157,19 @@ func (c *client) open(from string, utf8 bool, rcpts []string) error {
 	return nil
 }
 
+// errUnexpectedReply: upstream said something nobody asked for. Its next
+// reply could then belong to anything, so the transaction fails.
+var errUnexpectedReply = errors.New("upstream sent a reply that was not asked for")
+
+// clean reports whether upstream has sent nothing beyond what was read.
+func (c *client) clean() bool { return c.br.Buffered() == 0 }
+
 // finish ends the body with the final dot and returns upstream's reply.
+// A reply that arrived before the dot is not taken for the dot's.
 func (c *client) finish() (string, error) {
+	if !c.clean() {
+		return "", errUnexpectedReply
+	}
 	c.dot.close()
 	if err := c.bw.Flush(); err != nil {
 		return "", err

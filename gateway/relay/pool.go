@@ -37,7 +37,10 @@ func (p *pool) get(now time.Time) *pooled {
 	for len(p.idle) > 0 {
 		pc := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if now.Sub(pc.idle) < poolMaxAge {
+		// Bytes already read beyond the last reply make it unfit (what
+		// upstream sends while it sits idle, a 421 before it closes, shows
+		// up as the reply to MAIL: staleConn).
+		if now.Sub(pc.idle) < poolMaxAge && pc.c.clean() {
 			return pc
 		}
 		_ = pc.c.close()

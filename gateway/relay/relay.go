@@ -204,8 +204,13 @@ func (t *Txn) Commit() (string, error) {
 		t.Abort()
 		return "", fmt.Errorf("relay: end of data: %w", err)
 	}
-	// The message is accepted; the connection is clean and may carry the
-	// next one (a failing QUIT, when it is not kept, changes nothing).
+	// The message is accepted. The connection may carry the next one if
+	// upstream sent nothing more (a failing QUIT, when it is not kept,
+	// changes nothing).
+	if !t.c.clean() {
+		t.Abort()
+		return msg, nil
+	}
 	t.r.pool.put(&pooled{c: t.c, uses: t.uses + 1}, time.Now(), t.r.opts.Timeout)
 	return msg, nil
 }

@@ -30,10 +30,14 @@ type conn struct {
 	// connection that has just taken a command it is going to run.
 	state atomic.Int32
 
+	out    deadlineWriter // under bw: every write to the client has a deadline
 	helo   string
 	tls    bool
 	errs   int
+	junk   int  // NOOP, RSET, VRFY, HELP and refused DATA/BDAT since the last message
 	inTx   bool // MAIL accepted
+	utf8   bool // the transaction's MAIL had SMTPUTF8
+	inData bool // a BDAT transfer is open: its data deadline also bounds the commands between chunks
 	rcpts  int  // recipients accepted
 	dataIn int  // bytes of message data read since the deadline was renewed
 
@@ -55,10 +59,38 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, raw: nc, nc: nc, scratch: make([]byte, 0, 256)}
 	c.br = readers.Get().(*bufio.Reader)
 	c.br.Reset(nc)
+	c.out.c = c
 	c.bw = writers.Get().(*bufio.Writer)
-	c.bw.Reset(nc)
+	c.bw.Reset(&c.out)
 	c.pub.c = c
 	return c
+}
+
+// deadlineWriter writes to the connection (plain or TLS, whichever it is
+// now) with a fresh WriteTimeout for every write, including the ones
+// bufio makes on its own when a long run of replies fills its buffer.
+type deadlineWriter struct{ c *conn }
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	_ = w.c.nc.SetWriteDeadline(time.Now().Add(w.c.srv.WriteTimeout))
+	return w.c.nc.Write(p)
+}
+
+// junkMax bounds the commands that move no mail (NOOP, RSET, VRFY, HELP,
+// refused DATA or BDAT) between two messages, as Postfix's
+// smtpd_junk_command_limit does: without it a client could hold a
+// connection slot for ever.
+const junkMax = 100
+
+// junkCommand counts one such command before it runs; false: too many,
+// answered 421, and the connection is to be closed.
+func (c *conn) junkCommand() bool {
+	c.junk++
+	if c.junk > junkMax {
+		c.reply(421, EnhancedCode{4, 7, 0}, c.srv.Hostname+" Too many commands without mail, closing connection")
+		return false
+	}
+	return true
 }
 
 // errLineTooLong is a command line over the limit; errGone a read that
@@ -96,6 +128,12 @@ func (c *conn) serve() {
 			return
 		}
 		if !c.inTx {
+			// Replies go out before the connection counts as idle: Shutdown
+			// closes idle connections, and a 250 still in the buffer would
+			// be lost with it (the client would send the message again).
+			if err := c.flush(); err != nil {
+				return
+			}
 			c.state.Store(connIdle)
 		}
 		line, err := c.readLine()
@@ -163,7 +201,9 @@ func (c *conn) readLine() ([]byte, error) {
 		if err := c.flush(); err != nil {
 			return nil, err
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.CommandTimeout))
+		if !c.inData {
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.CommandTimeout))
+		}
 	}
 	line, err := c.br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
@@ -189,12 +229,11 @@ func (c *conn) readLine() ([]byte, error) {
 	return line, nil
 }
 
-// flush sends the buffered replies.
+// flush sends the buffered replies (deadlineWriter bounds each write).
 func (c *conn) flush() error {
 	if c.bw.Buffered() == 0 {
 		return nil
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.WriteTimeout))
 	return c.bw.Flush()
 }
 
@@ -281,9 +320,15 @@ func (c *conn) handle(line []byte) bool {
 	case "BDAT":
 		return c.bdat(arg)
 	case "RSET":
+		if !c.junkCommand() {
+			return false
+		}
 		c.endTx()
 		c.reply(250, EnhancedCode{2, 0, 0}, "OK")
 	case "NOOP":
+		if !c.junkCommand() {
+			return false
+		}
 		c.reply(250, EnhancedCode{2, 0, 0}, "OK")
 	case "QUIT":
 		c.reply(221, EnhancedCode{2, 0, 0}, c.srv.Hostname+" Bye")
@@ -291,13 +336,17 @@ func (c *conn) handle(line []byte) bool {
 	case "STARTTLS":
 		return c.startTLS(arg)
 	case "VRFY":
+		if !c.junkCommand() {
+			return false
+		}
 		c.reply(252, EnhancedCode{2, 5, 0}, "Cannot VRFY user, but will accept message")
 	case "HELP":
+		if !c.junkCommand() {
+			return false
+		}
 		c.reply(214, EnhancedCode{2, 0, 0}, "See RFC 5321")
 	case "EXPN", "TURN", "ETRN", "AUTH", "SEND", "SOML", "SAML":
 		return c.syntaxError(502, EnhancedCode{5, 5, 1}, "Command not implemented")
-	case "":
-		return c.syntaxError(500, EnhancedCode{5, 5, 2}, "Syntax error, command unrecognized")
 	default:
 		return c.syntaxError(500, EnhancedCode{5, 5, 2}, "Syntax error, command unrecognized")
 	}
@@ -409,7 +458,7 @@ func (c *conn) mail(arg []byte) bool {
 		c.replyErr(err)
 		return true
 	}
-	c.inTx, c.rcpts = true, 0
+	c.inTx, c.rcpts, c.utf8 = true, 0, opts.UTF8
 	c.reply(250, EnhancedCode{2, 1, 0}, "OK")
 	return true
 }
@@ -428,6 +477,10 @@ func (c *conn) rcpt(arg []byte) bool {
 	}
 	if len(params) > 0 {
 		return c.syntaxError(555, EnhancedCode{5, 5, 4}, "Unsupported RCPT parameter")
+	}
+	if !c.utf8 && !isASCII(to) {
+		c.reply(553, EnhancedCode{5, 6, 7}, "Non-ASCII address requires SMTPUTF8")
+		return true
 	}
 	if c.rcpts >= c.srv.MaxRecipients {
 		c.reply(452, EnhancedCode{4, 5, 3}, "Too many recipients")
@@ -449,6 +502,9 @@ func (c *conn) readyForData() (ready, keep bool) {
 	case !c.inTx:
 		return false, c.syntaxError(503, EnhancedCode{5, 5, 1}, "Send MAIL first")
 	case c.rcpts == 0:
+		if !c.junkCommand() {
+			return false, false
+		}
 		c.reply(554, EnhancedCode{5, 5, 1}, "No valid recipients")
 		return false, true
 	}
@@ -511,6 +567,7 @@ func (c *conn) endOfMessage(readErr, dataErr error, eof bool) {
 		c.replyErr(errors.New("incomplete read"))
 	default:
 		c.reply(250, EnhancedCode{2, 0, 0}, "OK")
+		c.junk = 0
 	}
 	c.endTx()
 }
@@ -540,10 +597,9 @@ func (c *conn) startTLS(arg []byte) bool {
 		c.srv.Logger.Debug("TLS handshake failed", "remote", c.raw.RemoteAddr().String(), "err", err)
 		return false
 	}
-	_ = tc.SetDeadline(time.Time{})
+	_ = tc.SetReadDeadline(time.Time{}) // each read and write sets its own
 	c.nc, c.tls = tc, true
-	c.br.Reset(tc)
-	c.bw.Reset(tc)
+	c.br.Reset(tc) // c.bw writes through c.out, which now uses tc
 	c.endTx()
 	c.helo = "" // RFC 3207: the client starts again with EHLO
 	return true

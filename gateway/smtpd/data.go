@@ -222,7 +222,6 @@ func (r *bdatReader) nextChunk() error {
 				return &gone{errors.New("malformed BDAT command inside a transfer")}
 			}
 			r.remain, r.last = size, last
-			r.c.startData()
 			if size > c.srv.MaxMessageBytes-r.total { // no overflow: total <= max
 
 				return ErrTooBig
@@ -259,9 +258,14 @@ func (c *conn) bdat(arg []byte) bool {
 		c.endTx()
 		return c.skip(size)
 	}
+	// One data deadline for the whole transfer, renewed only per DataBlock
+	// received: the commands between chunks do not renew it, or a client
+	// sending one byte per BDAT could hold the connection for ever.
 	c.startData()
+	c.inData = true
 	r := &bdatReader{c: c, remain: size, last: last, total: size}
 	err := c.sess.Data(r)
+	c.inData = false
 	if g := asGone(r.err); g != nil {
 		c.endTx()
 		c.readFailed(g)
