@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -174,5 +175,32 @@ func TestPipelinedOpen(t *testing.T) {
 	}
 	if reply, err := tx.Commit(); err != nil || reply != "2.0.0 queued" {
 		t.Fatalf("Commit = %q, %v", reply, err)
+	}
+}
+
+// TestPoolPrunesAgedConnections: idle connections older than poolMaxAge
+// are closed when another connection comes back, not only when popped.
+func TestPoolPrunesAgedConnections(t *testing.T) {
+	var p pool
+	start := time.Now()
+	var conns []net.Conn
+	for i := range 3 {
+		a, b := net.Pipe()
+		defer b.Close()
+		conns = append(conns, b)
+		p.put(&pooled{c: newClient(a)}, start.Add(time.Duration(i)*time.Second), time.Second)
+	}
+	// Much later, one more comes back: the three aged ones are closed.
+	a, b := net.Pipe()
+	defer b.Close()
+	p.put(&pooled{c: newClient(a)}, start.Add(poolMaxAge+5*time.Second), time.Second)
+	if len(p.idle) != 1 {
+		t.Fatalf("%d idle connections after pruning, want 1", len(p.idle))
+	}
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("aged connection %d: read %v, want EOF (closed)", i, err)
+		}
 	}
 }

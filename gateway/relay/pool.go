@@ -48,11 +48,24 @@ func (p *pool) get(now time.Time) *pooled {
 	return nil
 }
 
+// prune closes the idle connections that have aged out, oldest first (the
+// bottom of the stack): get, which takes from the top, might not reach
+// them while traffic is light. Called with p.mu held.
+func (p *pool) prune(now time.Time) {
+	n := 0
+	for n < len(p.idle) && now.Sub(p.idle[n].idle) >= poolMaxAge {
+		_ = p.idle[n].c.close()
+		n++
+	}
+	p.idle = append(p.idle[:0], p.idle[n:]...)
+}
+
 // put keeps pc for reuse, or closes it with QUIT (bounded by timeout, on
 // a goroutine of its own: the message is accepted, and its client's reply
 // need not wait for upstream's goodbye) when the pool is full or closed.
 func (p *pool) put(pc *pooled, now time.Time, timeout time.Duration) {
 	p.mu.Lock()
+	p.prune(now)
 	if p.closed || len(p.idle) >= poolMaxIdle || pc.uses >= poolMaxUses {
 		p.mu.Unlock()
 		go pc.c.quit(timeout)
