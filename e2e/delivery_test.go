@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net/mail"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -246,5 +247,41 @@ func TestUpstreamDown(t *testing.T) {
 	}
 	if m, err := mail.ReadMessage(bytes.NewReader(msgs[0].data)); err != nil || m.Header.Get("Message-Id") != "<second@corp.example>" {
 		t.Errorf("delivered message is not the second one (%v)", err)
+	}
+}
+
+// TestPipeliningClient: swaks with --pipeline sends MAIL, every RCPT and
+// DATA in one group (RFC 2920); the gateway answers each in order and
+// upstream gets the message, encrypted for the recipient with a key.
+func TestPipeliningClient(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t, "")
+	gh := newGPGHome(t)
+	gpgKey(t, gh, "alice@a.example", "future-default", "default", "never")
+	g.importKeys(t, gpgExport(t, gh, "alice@a.example"))
+	const marker = "PLAINMARKER-pipelined-77"
+	orig := message([]string{"From: sender@corp.example", "To: alice@a.example, carol@c.example",
+		"Subject: pipelined " + marker, "Message-ID: <e2e-pipelined@corp.example>"}, "Body "+marker)
+	out, code := swaks(t, g.smtpAddr, "sender@corp.example", []string{"alice@a.example", "carol@c.example"}, orig, "--pipeline")
+	if code != 0 {
+		t.Fatalf("swaks --pipeline exit %d\n%s\nlog:\n%s", code, out, g.log)
+	}
+	// swaks shows a pipelined group as its commands first, then the replies.
+	group := regexp.MustCompile(`(?m)^ -> MAIL FROM:<sender@corp\.example>\r?\n -> RCPT TO:<alice@a\.example>\r?\n -> RCPT TO:<carol@c\.example>\r?\n -> DATA\r?\n`)
+	if !group.MatchString(out) {
+		t.Fatalf("swaks did not pipeline MAIL, RCPT and DATA:\n%s", out)
+	}
+	if n := strings.Count(out, "<-  250 "); n < 5 { // EHLO, MAIL, 2 × RCPT, final dot
+		t.Errorf("%d 250 replies, want at least 5:\n%s", n, out)
+	}
+	msgs := g.sink.wait(t, 2)
+	for _, m := range msgs {
+		encrypted := bytes.Contains(m.data, []byte("-----BEGIN PGP MESSAGE-----"))
+		switch {
+		case slices.Contains(m.rcpts, "alice@a.example") && (!encrypted || bytes.Contains(m.data, []byte(marker))):
+			t.Errorf("alice's copy is not encrypted:\n%s", m.data)
+		case slices.Contains(m.rcpts, "carol@c.example") && !bytes.Contains(m.data, []byte(marker)):
+			t.Errorf("carol's plaintext copy lacks the body:\n%s", m.data)
+		}
 	}
 }

@@ -448,14 +448,15 @@ func (s *recSession) Data(r io.Reader) error {
 // swaks sends msg (CRLF text ending in CRLF) with swaks --data @file. The
 // file ends with a lone dot line, which swaks takes as the end of data
 // instead of adding a CRLF of its own, so the bytes sent are exactly msg.
-func swaks(t testing.TB, server, from string, to []string, msg []byte) (string, int) {
+func swaks(t testing.TB, server, from string, to []string, msg []byte, extra ...string) (string, int) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "msg.eml")
 	if err := os.WriteFile(file, append(append([]byte{}, msg...), ".\r\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := execute(t, cmdOpts{timeout: 90 * time.Second}, "swaks", "--server", server, "--helo", "e2e.test",
-		"--from", from, "--to", strings.Join(to, ","), "--data", "@"+file, "--timeout", "60")
+	args := append([]string{"--server", server, "--helo", "e2e.test",
+		"--from", from, "--to", strings.Join(to, ","), "--data", "@" + file, "--timeout", "60"}, extra...)
+	r := execute(t, cmdOpts{timeout: 90 * time.Second}, "swaks", args...)
 	return string(r.stdout) + string(r.stderr), r.code
 }
 
