@@ -185,7 +185,17 @@ func TestBDATResetThenNewTransaction(t *testing.T) {
 			t.Fatalf("round %d: replies %q, want codes %v", i, out, want)
 		}
 	}
-	_, txns := g.up.snapshot()
+	// Upstream marks a transaction accepted just after its 250 has gone out.
+	var txns []wireTxn
+	waitFor(2*time.Second, func() bool {
+		_, txns = g.up.snapshot()
+		for _, tx := range txns {
+			if !tx.accepted {
+				return false
+			}
+		}
+		return len(txns) == rounds
+	})
 	if len(txns) != rounds {
 		t.Fatalf("%d upstream transactions, want %d", len(txns), rounds)
 	}

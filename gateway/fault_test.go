@@ -223,13 +223,19 @@ func TestUpstreamFailsAfterFirstCommit(t *testing.T) {
 			g.newKey(t, "alice@client.example")
 			g.newKey(t, "carol@client.example")
 			r := sendTimed(t, g.addr, []string{"alice@client.example", "carol@client.example"}, canaryMessage("alice@client.example", "carol@client.example"))
-			_, txns := g.up.snapshot()
+			// Upstream marks a copy accepted just after its 250 has gone out.
+			var txns []wireTxn
 			accepted := 0
-			for _, tx := range txns {
-				if tx.accepted {
-					accepted++
+			waitFor(2*time.Second, func() bool {
+				_, txns = g.up.snapshot()
+				accepted = 0
+				for _, tx := range txns {
+					if tx.accepted {
+						accepted++
+					}
 				}
-			}
+				return accepted > 0
+			})
 			t.Logf("fault %s → reply %s → %d of %d copies accepted (a retry duplicates them)", f, r, accepted, len(txns))
 			if r.code != 451 {
 				t.Errorf("reply %s, want 451", r)

@@ -178,11 +178,17 @@ func TestLimitLongLine(t *testing.T) {
 	rc.write(fmt.Sprintf("BDAT %d LAST\r\n%s", len(msg), msg))
 	r := rc.reply()
 	t.Logf("limit BDAT line of 20000 bytes → %q", r)
-	_, txns = g.up.snapshot() // grouped by upstream connection, not in time order
-	intact := false
-	for _, tx := range txns {
-		intact = intact || tx.accepted && bytes.Contains(tx.data, []byte(long+"\r\n"))
-	}
+	// Upstream marks a transaction accepted just after its 250 has gone
+	// out, and groups transactions by connection, not in time order.
+	intact := waitFor(2*time.Second, func() bool {
+		_, txns := g.up.snapshot()
+		for _, tx := range txns {
+			if tx.accepted && bytes.Contains(tx.data, []byte(long+"\r\n")) {
+				return true
+			}
+		}
+		return false
+	})
 	if !strings.HasPrefix(r, "250") || !intact {
 		t.Errorf("BDAT: reply %q; the line must arrive intact", r)
 	}
