@@ -108,10 +108,7 @@ func (b *backend) waitLogoutWithin(d time.Duration) bool {
 // the message is retried until it bounces instead of being refused at once.
 func TestRegressionRcptNonASCIIWithoutSMTPUTF8(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	_, c := ehloSession(t, nil)
 	c.cmd("MAIL FROM:<ü@x.example>", "553 5.6.7") // the sender side is checked
 	c.cmd("MAIL FROM:<a@x.example>", "250 ")
 	c.write("RCPT TO:<jürgen@y.example>\r\n")
@@ -278,10 +275,7 @@ func TestRegressionShutdownLosesTheFinalReply(t *testing.T) {
 // the count again.
 func TestJunkCommandLimit(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	_, c := ehloSession(t, nil)
 	for range 99 {
 		c.cmd("NOOP", "250 ")
 	}

@@ -316,6 +316,18 @@ func dial(t testing.TB, addr string) *client {
 }
 
 // dialGreeted connects and reads the 220 greeting.
+// ehloSession starts a server with a recording backend (tweak adjusts
+// the server, nil for the defaults) and returns the backend and a client
+// that has been greeted and said EHLO.
+func ehloSession(t *testing.T, tweak func(*smtpd.Server)) (*backend, *client) {
+	t.Helper()
+	be := newBackend()
+	ts := startServer(t, be, tweak)
+	c := dialGreeted(t, ts.addr)
+	c.ehlo()
+	return be, c
+}
+
 func dialGreeted(t testing.TB, addr string) *client {
 	t.Helper()
 	c := dial(t, addr)
@@ -753,10 +765,7 @@ func TestPipelining(t *testing.T) {
 
 func TestMailOptions(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, nil)
 	c.cmd("MAIL FROM:<ü@x> SMTPUTF8 BODY=7bit", "250 ")
 	c.cmd("RCPT TO:<b@y>", "250 ")
 	mustLast(t, c.sendData("x\r\n.\r\n"), "250 ")
@@ -787,10 +796,7 @@ func TestDATADotUnstuffing(t *testing.T) {
 		{"a.\r\nb..\r\n .\r\n.\r\n", "a.\r\nb..\r\n .\r\n"},
 		{"no final newline\r\n.\r\n", "no final newline\r\n"},
 	}
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, nil)
 	for _, tc := range cases {
 		c.envelope("a@x", "b@y")
 		mustLast(t, c.sendData(tc.raw), "250 2.0.0")
@@ -818,10 +824,7 @@ func TestDATAOnlyCRLFDotCRLFEnds(t *testing.T) {
 	if ref, n, _ := refDot([]byte(raw)); string(ref) != want || n != len(raw) {
 		t.Fatalf("reference: %q %d", ref, n)
 	}
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, nil)
 	c.envelope("a@x", "b@y")
 	mustLast(t, c.sendData(raw), "250 2.0.0")
 	// Each smuggling sequence alone, followed by what looks like commands.
@@ -851,10 +854,7 @@ func TestDATAOnlyCRLFDotCRLFEnds(t *testing.T) {
 
 func TestDATAByteByByte(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, nil)
 	c.envelope("a@x", "b@y")
 	c.cmd("DATA", "354 ")
 	raw := "Subject: s\r\n\r\n..x\r\nline\r\n.\r\n"
@@ -879,10 +879,7 @@ func TestDATAByteByByte(t *testing.T) {
 
 func TestDATALinesLongerThanBuffer(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, func(s *smtpd.Server) { s.MaxLineLength = 200 << 10 })
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, func(s *smtpd.Server) { s.MaxLineLength = 200 << 10 })
 	// The engine reads through a 16 KiB buffer; these lines cross it.
 	big := strings.Repeat("0123456789abcdef", 100<<10/16) // 100 KiB
 	raws := []string{
@@ -911,10 +908,7 @@ func TestDATALinesLongerThanBuffer(t *testing.T) {
 
 func TestDATALineTooLong(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, func(s *smtpd.Server) { s.MaxLineLength = 100 })
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, func(s *smtpd.Server) { s.MaxLineLength = 100 })
 	// Exactly MaxLineLength is fine.
 	c.envelope("a@x", "b@y")
 	mustLast(t, c.sendData(strings.Repeat("a", 100)+"\r\n.\r\n"), "250 2.0.0")
@@ -947,10 +941,7 @@ func TestDATALineTooLong(t *testing.T) {
 
 func TestDATATooBig(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, func(s *smtpd.Server) { s.MaxMessageBytes = 1000 })
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, func(s *smtpd.Server) { s.MaxMessageBytes = 1000 })
 	c.cmd("MAIL FROM:<a@x> SIZE=1001", "552 5.3.4")
 	c.cmd("RCPT TO:<b@y>", "503 ") // the MAIL was refused
 	c.cmd("MAIL FROM:<a@x> SIZE=1000", "250 ")
@@ -1147,10 +1138,7 @@ func TestMaxRecipients(t *testing.T) {
 
 func TestBDATSingle(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, nil)
 	c.envelope("a@x", "b@y")
 	body := "Subject: x\r\n\r\n.leading dot\r\n.\r\nQUIT\r\n"
 	c.write("BDAT " + strconv.Itoa(len(body)) + " LAST\r\n" + body)
@@ -1166,10 +1154,7 @@ func TestBDATSingle(t *testing.T) {
 
 func TestBDATChunks(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, nil)
 	c.envelope("a@x", "b@y")
 	chunks := []string{"first\r\n.\r\n", "", "\r\n.\r\nRSET\r\n", "..x\r\n", "end"}
 	var want string
@@ -1199,10 +1184,7 @@ func TestBDATChunks(t *testing.T) {
 
 func TestBDATRefusedChunkSkipped(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, func(s *smtpd.Server) { s.MaxMessageBytes = 100 })
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, func(s *smtpd.Server) { s.MaxMessageBytes = 100 })
 	chunk := "QUIT\r\n"
 	// No MAIL.
 	c.write("BDAT 6 LAST\r\n" + chunk)
@@ -1257,10 +1239,7 @@ func TestBDATRefusedChunkSkipped(t *testing.T) {
 // wrapping around: the Session must never get more than MaxMessageBytes.
 func TestBDATChunkSizeOverflow(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, func(s *smtpd.Server) { s.MaxMessageBytes = 1000 })
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, func(s *smtpd.Server) { s.MaxMessageBytes = 1000 })
 	c.envelope("a@x", "b@y")
 	c.write("BDAT 1\r\nx")
 	c.expect("250 ")
@@ -1289,10 +1268,7 @@ func (d deadlineReader) Read(p []byte) (int, error) {
 
 func TestBDATRsetBetweenChunks(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, nil)
 	c.envelope("a@x", "b@y")
 	c.write("BDAT 5\r\nhello")
 	c.expect("250 ")
@@ -1318,10 +1294,7 @@ func TestBDATRsetBetweenChunks(t *testing.T) {
 
 func TestBDATCommandsBetweenChunks(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, nil)
 	c.envelope("a@x", "b@y")
 	c.write("BDAT 3\r\nabc")
 	c.expect("250 ")
@@ -1368,10 +1341,7 @@ func TestBDATCommandsBetweenChunks(t *testing.T) {
 func TestBDATRsetPipelinedRepeated(t *testing.T) {
 	t.Parallel()
 	const rounds = 200
-	be := newBackend()
-	ts := startServer(t, be, nil)
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, nil)
 
 	var script strings.Builder
 	for i := range rounds {
@@ -1560,10 +1530,7 @@ func TestTimeoutSilentClient(t *testing.T) {
 
 func TestTimeoutMidDATA(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, func(s *smtpd.Server) { s.DataTimeout = 500 * time.Millisecond })
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, func(s *smtpd.Server) { s.DataTimeout = 500 * time.Millisecond })
 	c.envelope("a@x", "b@y")
 	c.cmd("DATA", "354 ")
 	c.write("partial\r\n")
@@ -1581,10 +1548,7 @@ func TestTimeoutMidDATA(t *testing.T) {
 
 func TestTimeoutMidBDAT(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, func(s *smtpd.Server) { s.DataTimeout = 500 * time.Millisecond })
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	be, c := ehloSession(t, func(s *smtpd.Server) { s.DataTimeout = 500 * time.Millisecond })
 	c.envelope("a@x", "b@y")
 	c.write("BDAT 100 LAST\r\npartial")
 	c.expect("421 4.4.2")
@@ -1598,10 +1562,7 @@ func TestTimeoutMidBDAT(t *testing.T) {
 // DataTimeout is renewed per DataBlock, not per byte: a trickle times out.
 func TestTimeoutDATATrickle(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, func(s *smtpd.Server) { s.DataTimeout = 400 * time.Millisecond })
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	_, c := ehloSession(t, func(s *smtpd.Server) { s.DataTimeout = 400 * time.Millisecond })
 	c.envelope("a@x", "b@y")
 	c.cmd("DATA", "354 ")
 	done := make(chan struct{})
@@ -1876,10 +1837,7 @@ func TestBDATTooManyErrorsBetweenChunks(t *testing.T) {
 // command line: a line ended by a bare LF may not be one byte longer.
 func TestDATALineTooLongBareLF(t *testing.T) {
 	t.Parallel()
-	be := newBackend()
-	ts := startServer(t, be, func(s *smtpd.Server) { s.MaxLineLength = 100 })
-	c := dialGreeted(t, ts.addr)
-	c.ehlo()
+	_, c := ehloSession(t, func(s *smtpd.Server) { s.MaxLineLength = 100 })
 	c.cmd("NOOP "+strings.Repeat("x", 96), "500 ") // a 101-byte command line, bare LF or not
 	c.write("NOOP " + strings.Repeat("x", 96) + "\n")
 	c.expect("500 ")
