@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/sealgate/sealgate/gateway/policy"
@@ -59,57 +61,83 @@ func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*
 	}
 }
 
-// auditWriter appends records for all sessions with group commit: while
-// one transaction is being written, the records that arrive queue up and
-// go into the next one together. Each session still waits until its own
-// records are stored, so the trail is complete before the client's reply.
+// auditWriter appends records for all sessions with group commit. The
+// session that finds no append under way writes its records itself, on
+// its own goroutine; records that arrive meanwhile queue up, and when the
+// write ends the first session waiting in that queue takes over and writes
+// all of them in one transaction. Every session waits until its own
+// records are stored, so the trail is complete before the client's reply,
+// and no goroutine hand-off is needed when appends do not overlap.
 type auditWriter struct {
-	a    Auditor
-	reqs chan auditReq
+	a       Auditor
+	mu      sync.Mutex
+	writing bool        // a session is appending now
+	queue   []*auditReq // waiting for the next append
 }
 
 type auditReq struct {
 	recs []keydir.AuditRecord
+	// done receives the append's error, or errAuditLead when this
+	// session is to write the queue itself.
 	done chan error
 }
 
+// errAuditLead tells a waiting session that the append is its to do.
+var errAuditLead = errors.New("gateway: audit append handed over")
+
 const auditBatchMax = 512 // records per transaction
 
-func newAuditWriter(a Auditor) *auditWriter {
-	w := &auditWriter{a: a, reqs: make(chan auditReq, 1024)}
-	go w.run()
-	return w
-}
+func newAuditWriter(a Auditor) *auditWriter { return &auditWriter{a: a} }
 
 func (w *auditWriter) append(recs []keydir.AuditRecord) error {
-	done := make(chan error, 1)
-	w.reqs <- auditReq{recs: recs, done: done}
-	return <-done
-}
+	req := &auditReq{recs: recs}
+	w.mu.Lock()
+	if w.writing {
+		req.done = make(chan error, 1)
+		w.queue = append(w.queue, req)
+		w.mu.Unlock()
+		if err := <-req.done; err != errAuditLead {
+			return err
+		}
+		w.mu.Lock() // this session leads now; writing stays true
+	} else {
+		w.writing = true
+		w.queue = append(w.queue, req)
+	}
+	// The queue holds req itself and whatever arrived before it took the
+	// lead. Take up to auditBatchMax records, at least req's own.
+	n, take := 0, 0
+	for take < len(w.queue) && (take == 0 || n+len(w.queue[take].recs) <= auditBatchMax) {
+		n += len(w.queue[take].recs)
+		take++
+	}
+	batch := make([]*auditReq, take)
+	copy(batch, w.queue)
+	w.queue = append(w.queue[:0], w.queue[take:]...)
+	w.mu.Unlock()
 
-func (w *auditWriter) run() {
-	for req := range w.reqs {
-		batch, n := []auditReq{req}, len(req.recs)
-	drain:
-		for n < auditBatchMax {
-			select {
-			case r := <-w.reqs:
-				batch, n = append(batch, r), n+len(r.recs)
-			default:
-				break drain
-			}
-		}
-		all := make([]keydir.AuditRecord, 0, n)
-		for _, r := range batch {
-			all = append(all, r.recs...)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := w.a.AppendAudit(ctx, all)
-		cancel()
-		for _, r := range batch {
+	all := make([]keydir.AuditRecord, 0, n)
+	for _, r := range batch {
+		all = append(all, r.recs...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err := w.a.AppendAudit(ctx, all)
+	cancel()
+	for _, r := range batch {
+		if r != req {
 			r.done <- err
 		}
 	}
+
+	w.mu.Lock()
+	if len(w.queue) > 0 {
+		next := w.queue[0]
+		next.done <- errAuditLead // next leads; it finds itself at the head of the queue
+	} else {
+		w.writing = false
+	}
+	w.mu.Unlock()
+	return err
 }
 
 func auditDecision(d policy.Decision) string {

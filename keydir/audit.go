@@ -320,3 +320,41 @@ func schemaV3() []string {
 		`CREATE INDEX audit_at ON audit (at)`,
 	}
 }
+
+// auditSeqRowid (schema v5) makes seq the audit table's rowid on SQLite.
+// Version 3 declared it BIGINT PRIMARY KEY, which SQLite keeps as a
+// separate unique index beside the rowid, so every append wrote one more
+// B-tree page than needed. PostgreSQL's table is unchanged.
+func auditSeqRowid(ctx context.Context, tx *sql.Tx, d dialect) error {
+	if d.name != "sqlite" {
+		return nil
+	}
+	for _, q := range []string{
+		`CREATE TABLE audit_v5 (
+			seq         INTEGER NOT NULL PRIMARY KEY,
+			at          TIMESTAMP NOT NULL,
+			tx_id       TEXT NOT NULL,
+			message_id  TEXT NOT NULL,
+			sender      TEXT NOT NULL,
+			recipient   TEXT NOT NULL,
+			decision    TEXT NOT NULL,
+			format      TEXT NOT NULL,
+			fingerprint TEXT NOT NULL,
+			key_source  TEXT NOT NULL,
+			rule        TEXT NOT NULL,
+			outcome     TEXT NOT NULL,
+			prev_hash   TEXT NOT NULL,
+			hash        TEXT NOT NULL
+		)`,
+		`INSERT INTO audit_v5 (` + auditColumns + `) SELECT ` + auditColumns + ` FROM audit ORDER BY seq`,
+		`DROP TABLE audit`,
+		`ALTER TABLE audit_v5 RENAME TO audit`,
+		`CREATE INDEX audit_recipient ON audit (recipient, seq)`,
+		`CREATE INDEX audit_at ON audit (at)`,
+	} {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}

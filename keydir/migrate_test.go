@@ -78,3 +78,68 @@ func testMigrationBackfill(t *testing.T, db *sql.DB, d dialect) {
 		t.Errorf("History after an update of a migrated key = %+v, %v; want one update", ev, err)
 	}
 }
+
+// TestSQLiteAuditSeqRowid migrates an audit trail written by schema v4
+// (seq BIGINT, kept by SQLite in an index of its own) to v5 (seq is the
+// rowid): the chain, its filters and later appends are unchanged.
+func TestSQLiteAuditSeqRowid(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "sealgate.db")
+	if err := createPrivateFile(path); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", sqliteDSN(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	all := migrations()
+	if _, err := migrate(ctx, db, sqliteDialect, all[:4]); err != nil {
+		t.Fatalf("migrate to version 4: %v", err)
+	}
+	s := &SQLStore{db: db, d: sqliteDialect}
+	var before []AuditRecord
+	for i := 0; i < 9; i += 3 {
+		recs, err := s.AppendAudit(ctx, []AuditRecord{rec(i), rec(i + 1), rec(i + 2)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = append(before, recs...)
+	}
+	indexes := func() []string {
+		t.Helper()
+		names, err := queryStringsTx(ctx, db, `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit' ORDER BY name`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	if got := indexes(); !slices.Contains(got, "sqlite_autoindex_audit_1") {
+		t.Fatalf("version 4 audit indexes = %v; want seq's own index among them", got)
+	}
+
+	if v, err := migrate(ctx, db, sqliteDialect, all); err != nil || v != len(all) {
+		t.Fatalf("migrate from version 4 = %d, %v", v, err)
+	}
+	if got, want := indexes(), []string{"audit_at", "audit_recipient"}; !slices.Equal(got, want) {
+		t.Errorf("version 5 audit indexes = %v; want %v", got, want)
+	}
+	var pk string
+	if err := db.QueryRowContext(ctx, `SELECT type FROM pragma_table_info('audit') WHERE pk = 1`).Scan(&pk); err != nil || pk != "INTEGER" {
+		t.Errorf("audit.seq declared %q (%v); want INTEGER, the rowid", pk, err)
+	}
+	after, err := s.Audit(ctx, AuditFilter{})
+	if err != nil || !slices.Equal(after, before) {
+		t.Fatalf("records after migration = %+v, %v\nwant %+v", after, err, before)
+	}
+	more, err := s.AppendAudit(ctx, []AuditRecord{rec(9)})
+	if err != nil || more[0].Seq != 10 || more[0].PrevHash != before[8].Hash {
+		t.Fatalf("append after migration = %+v, %v; want seq 10 linked to record 9", more, err)
+	}
+	if n, head, err := s.VerifyAudit(ctx); err != nil || n != 10 || head != more[0].Hash {
+		t.Errorf("verify after migration: n=%d head=%q err=%v", n, head, err)
+	}
+	if got, err := s.Audit(ctx, AuditFilter{Recipient: "r1@client.example"}); err != nil || len(got) != 3 || got[2].Seq != 8 {
+		t.Errorf("filter by recipient after migration = %+v, %v", got, err)
+	}
+}

@@ -78,6 +78,7 @@ func migrations() []migration {
 		{stmts: schemaV2(), fill: backfillWKD},
 		{stmts: schemaV3()},
 		{stmts: schemaV4(), fill: generationTriggers},
+		{fill: auditSeqRowid},
 	}
 }
 

@@ -106,7 +106,10 @@ func serve(ctx context.Context, d *daemon) error {
 	d.gw = gw
 	stopReload := d.watchReload()
 	defer stopReload()
-	smtpLn, err := net.Listen("tcp", cfg.SMTP.Listen)
+	// No TCP keepalive probes on SMTP connections: the command and data
+	// timeouts already close a connection whose peer went away, and the
+	// probes' socket options cost four system calls per connection.
+	smtpLn, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", cfg.SMTP.Listen)
 	if err != nil {
 		return fmt.Errorf("smtp.listen: %w", err)
 	}

@@ -1,0 +1,182 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/sealgate/sealgate/keydir"
+)
+
+// recordingAuditor keeps each AppendAudit call's records. While gate is
+// open (non-nil), every call waits on it, so appends pile up.
+type recordingAuditor struct {
+	mu      sync.Mutex
+	batches [][]keydir.AuditRecord
+	entered chan struct{} // receives once per call, when set
+	gate    chan struct{}
+	fail    func(batch int) error
+}
+
+func (a *recordingAuditor) AppendAudit(_ context.Context, recs []keydir.AuditRecord) ([]keydir.AuditRecord, error) {
+	if a.entered != nil {
+		a.entered <- struct{}{}
+	}
+	if a.gate != nil {
+		<-a.gate
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.batches = append(a.batches, append([]keydir.AuditRecord(nil), recs...))
+	if a.fail != nil {
+		return nil, a.fail(len(a.batches) - 1)
+	}
+	return recs, nil
+}
+
+func auditRecs(session, n int) []keydir.AuditRecord {
+	out := make([]keydir.AuditRecord, n)
+	for i := range out {
+		out[i].TxID = fmt.Sprintf("s%d-r%d", session, i)
+	}
+	return out
+}
+
+// The first append runs on the caller's goroutine; appends that arrive
+// while it runs are written together in the next one, each exactly once,
+// and every caller returns only after its own records were written.
+func TestAuditWriterGroupCommit(t *testing.T) {
+	a := &recordingAuditor{entered: make(chan struct{}, 100), gate: make(chan struct{})}
+	w := newAuditWriter(a)
+
+	first := make(chan error, 1)
+	go func() { first <- w.append(auditRecs(0, 1)) }()
+	<-a.entered // the first append is being written
+
+	const waiting = 30
+	var wg sync.WaitGroup
+	errs := make(chan error, waiting)
+	for s := 1; s <= waiting; s++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- w.append(auditRecs(s, 2)) }()
+	}
+	// Everyone queues behind the first append.
+	for {
+		w.mu.Lock()
+		n := len(w.queue)
+		w.mu.Unlock()
+		if n == waiting {
+			break
+		}
+		select {
+		case err := <-errs:
+			t.Fatalf("an append returned (%v) while the first was still being written", err)
+		default:
+		}
+	}
+	close(a.gate)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(a.batches) != 2 || len(a.batches[0]) != 1 || len(a.batches[1]) != 2*waiting {
+		sizes := []int{}
+		for _, b := range a.batches {
+			sizes = append(sizes, len(b))
+		}
+		t.Fatalf("batch sizes = %v; want [1 %d]", sizes, 2*waiting)
+	}
+	seen := map[string]bool{}
+	for _, b := range a.batches {
+		for _, r := range b {
+			if seen[r.TxID] {
+				t.Fatalf("record %s written twice", r.TxID)
+			}
+			seen[r.TxID] = true
+		}
+	}
+	if len(seen) != 1+2*waiting {
+		t.Fatalf("%d records written; want %d", len(seen), 1+2*waiting)
+	}
+	if w.writing || len(w.queue) != 0 {
+		t.Fatalf("writer not idle after the appends: writing=%v queue=%d", w.writing, len(w.queue))
+	}
+}
+
+// A queue longer than auditBatchMax records is written in several
+// transactions, none over the limit; an error reaches exactly the callers
+// whose records were in the failed transaction.
+func TestAuditWriterBatchLimitAndErrors(t *testing.T) {
+	boom := errors.New("disk full")
+	a := &recordingAuditor{entered: make(chan struct{}, 100), gate: make(chan struct{}),
+		fail: func(batch int) error {
+			if batch == 1 {
+				return boom
+			}
+			return nil
+		}}
+	w := newAuditWriter(a)
+	first := make(chan error, 1)
+	go func() { first <- w.append(auditRecs(0, 1)) }()
+	<-a.entered
+
+	const sessions, each = 12, 100 // 1,200 records: batches of 500, 500, 200
+	type result struct {
+		session int
+		err     error
+	}
+	results := make(chan result, sessions)
+	for s := 1; s <= sessions; s++ {
+		go func() { results <- result{s, w.append(auditRecs(s, each))} }()
+	}
+	for {
+		w.mu.Lock()
+		n := len(w.queue)
+		w.mu.Unlock()
+		if n == sessions {
+			break
+		}
+	}
+	close(a.gate)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	failed := map[int]bool{}
+	for range sessions {
+		r := <-results
+		if r.err != nil {
+			if !errors.Is(r.err, boom) {
+				t.Fatalf("session %d: %v", r.session, r.err)
+			}
+			failed[r.session] = true
+		}
+	}
+	var sizes []int
+	for _, b := range a.batches {
+		sizes = append(sizes, len(b))
+		if len(b) > auditBatchMax {
+			t.Errorf("a batch of %d records; the limit is %d", len(b), auditBatchMax)
+		}
+	}
+	if fmt.Sprint(sizes) != "[1 500 500 200]" {
+		t.Errorf("batch sizes = %v; want [1 500 500 200]", sizes)
+	}
+	// Exactly the sessions whose records were in the second transaction.
+	inFailed := map[int]bool{}
+	for _, r := range a.batches[1] {
+		var s, i int
+		fmt.Sscanf(r.TxID, "s%d-r%d", &s, &i)
+		inFailed[s] = true
+	}
+	if len(failed) != 5 || fmt.Sprint(failed) != fmt.Sprint(inFailed) {
+		t.Errorf("sessions told of the failure = %v; sessions in the failed transaction = %v", failed, inFailed)
+	}
+}
