@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sealgate/sealgate/gateway/policy"
@@ -28,8 +29,17 @@ func describeRule(idx int, r policy.Rule) string {
 // DATA, tell which copy each recipient was in and upstream's reply to it;
 // reply is what the client was told (nil for 250). A failure to write the
 // trail is logged: the message's fate is already sealed by then.
-func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*group, reply *smtpd.Error) {
-	if s.srv.audits == nil || len(rcpts) == 0 {
+//
+// expected says that this session announced the records (auditWriter.expect)
+// when it began to relay the message.
+func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*group, reply *smtpd.Error, expected bool) {
+	if s.srv.audits == nil {
+		return
+	}
+	if len(rcpts) == 0 {
+		if expected {
+			s.srv.audits.coming.Add(-1)
+		}
 		return
 	}
 	upstream := map[*recipient]string{}
@@ -56,7 +66,7 @@ func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*
 		}
 		records = append(records, rec)
 	}
-	if err := s.srv.audits.append(records); err != nil {
+	if err := s.srv.audits.append(records, expected); err != nil {
 		s.log.Error("audit trail not written", "tx", tx.id, "err", err)
 	}
 }
@@ -68,11 +78,24 @@ func (s *session) audit(tx txn, messageID string, rcpts []*recipient, groups []*
 // all of them in one transaction. Every session waits until its own
 // records are stored, so the trail is complete before the client's reply,
 // and no goroutine hand-off is needed when appends do not overlap.
+//
+// A commit costs about the same for one record as for dozens (on SQLite,
+// a dozen system calls), so the session about to write first waits, for
+// at most auditLinger, for the records of the messages being relayed at
+// that moment: they are announced (expect) when relaying begins and
+// arrive a relay round trip later. When no other message is being
+// relayed, as at light load, nobody waits.
 type auditWriter struct {
 	a       Auditor
 	mu      sync.Mutex
 	writing bool        // a session is appending now
 	queue   []*auditReq // waiting for the next append
+	// coming counts the announced appends that have not arrived yet.
+	coming atomic.Int32
+	// arrived wakes a leader waiting for them (capacity 1).
+	arrived chan struct{}
+	wait    time.Duration // at most this long (auditLinger)
+	linger  *time.Timer   // the leader's; only the leader touches it
 }
 
 type auditReq struct {
@@ -85,17 +108,36 @@ type auditReq struct {
 // errAuditLead tells a waiting session that the append is its to do.
 var errAuditLead = errors.New("gateway: audit append handed over")
 
-const auditBatchMax = 512 // records per transaction
+const (
+	auditBatchMax = 512 // records per transaction
+	// auditLinger bounds how long a leader waits for announced records.
+	auditLinger = time.Millisecond
+)
 
-func newAuditWriter(a Auditor) *auditWriter { return &auditWriter{a: a} }
+func newAuditWriter(a Auditor) *auditWriter {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &auditWriter{a: a, arrived: make(chan struct{}, 1), wait: auditLinger, linger: t}
+}
 
-func (w *auditWriter) append(recs []keydir.AuditRecord) error {
+// expect announces that the calling session will append records soon
+// (it has begun to relay a message); its append must then pass expected.
+func (w *auditWriter) expect() { w.coming.Add(1) }
+
+func (w *auditWriter) append(recs []keydir.AuditRecord, expected bool) error {
+	if expected {
+		w.coming.Add(-1)
+	}
 	req := &auditReq{recs: recs}
 	w.mu.Lock()
 	if w.writing {
 		req.done = make(chan error, 1)
 		w.queue = append(w.queue, req)
 		w.mu.Unlock()
+		select {
+		case w.arrived <- struct{}{}:
+		default:
+		}
 		if err := <-req.done; err != errAuditLead {
 			return err
 		}
@@ -104,6 +146,7 @@ func (w *auditWriter) append(recs []keydir.AuditRecord) error {
 		w.writing = true
 		w.queue = append(w.queue, req)
 	}
+	w.gather()
 	// The queue holds req itself and whatever arrived before it took the
 	// lead. Take up to auditBatchMax records, at least req's own.
 	n, take := 0, 0
@@ -138,6 +181,28 @@ func (w *auditWriter) append(recs []keydir.AuditRecord) error {
 	}
 	w.mu.Unlock()
 	return err
+}
+
+// gather lets the leader (holding w.mu, with writing set) wait, up to
+// auditLinger, until as many records have queued as were announced when
+// it began, or none is announced any more. It returns holding w.mu.
+func (w *auditWriter) gather() {
+	want := len(w.queue) + int(w.coming.Load())
+	if want == len(w.queue) {
+		return
+	}
+	w.linger.Reset(w.wait)
+	defer w.linger.Stop()
+	for len(w.queue) < want && len(w.queue) < auditBatchMax && w.coming.Load() > 0 {
+		w.mu.Unlock()
+		select {
+		case <-w.arrived:
+			w.mu.Lock()
+		case <-w.linger.C:
+			w.mu.Lock()
+			return
+		}
+	}
 }
 
 func auditDecision(d policy.Decision) string {

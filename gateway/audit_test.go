@@ -91,4 +91,7 @@ func TestAuditGroupCommitUnderConcurrency(t *testing.T) {
 	if err != nil || n != 20 {
 		t.Fatalf("verify: %d records, %v", n, err)
 	}
+	if c := g.srv.audits.coming.Load(); c != 0 {
+		t.Fatalf("%d audit appends announced and never made", c)
+	}
 }

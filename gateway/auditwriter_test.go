@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sealgate/sealgate/keydir"
 )
@@ -52,7 +53,7 @@ func TestAuditWriterGroupCommit(t *testing.T) {
 	w := newAuditWriter(a)
 
 	first := make(chan error, 1)
-	go func() { first <- w.append(auditRecs(0, 1)) }()
+	go func() { first <- w.append(auditRecs(0, 1), false) }()
 	<-a.entered // the first append is being written
 
 	const waiting = 30
@@ -60,7 +61,7 @@ func TestAuditWriterGroupCommit(t *testing.T) {
 	errs := make(chan error, waiting)
 	for s := 1; s <= waiting; s++ {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs <- w.append(auditRecs(s, 2)) }()
+		go func() { defer wg.Done(); errs <- w.append(auditRecs(s, 2), false) }()
 	}
 	// Everyone queues behind the first append.
 	for {
@@ -125,7 +126,7 @@ func TestAuditWriterBatchLimitAndErrors(t *testing.T) {
 		}}
 	w := newAuditWriter(a)
 	first := make(chan error, 1)
-	go func() { first <- w.append(auditRecs(0, 1)) }()
+	go func() { first <- w.append(auditRecs(0, 1), false) }()
 	<-a.entered
 
 	const sessions, each = 12, 100 // 1,200 records: batches of 500, 500, 200
@@ -135,7 +136,7 @@ func TestAuditWriterBatchLimitAndErrors(t *testing.T) {
 	}
 	results := make(chan result, sessions)
 	for s := 1; s <= sessions; s++ {
-		go func() { results <- result{s, w.append(auditRecs(s, each))} }()
+		go func() { results <- result{s, w.append(auditRecs(s, each), false)} }()
 	}
 	for {
 		w.mu.Lock()
@@ -178,5 +179,73 @@ func TestAuditWriterBatchLimitAndErrors(t *testing.T) {
 	}
 	if len(failed) != 5 || fmt.Sprint(failed) != fmt.Sprint(inFailed) {
 		t.Errorf("sessions told of the failure = %v; sessions in the failed transaction = %v", failed, inFailed)
+	}
+}
+
+// The first session to append waits for the records announced by the
+// sessions still relaying, and writes them all in one transaction.
+func TestAuditWriterGathersAnnounced(t *testing.T) {
+	a := &recordingAuditor{}
+	w := newAuditWriter(a)
+	w.wait = time.Minute // only the arrivals end the wait here
+	const sessions = 4
+	for range sessions {
+		w.expect()
+	}
+	var wg sync.WaitGroup
+	for s := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(s) * 20 * time.Millisecond)
+			if err := w.append(auditRecs(s, 1), true); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(a.batches) != 1 || len(a.batches[0]) != sessions {
+		t.Fatalf("%d transactions (first of %d records); want one of %d", len(a.batches), len(a.batches[0]), sessions)
+	}
+	if n := w.coming.Load(); n != 0 {
+		t.Fatalf("%d appends still announced", n)
+	}
+}
+
+// An announced append that does not come holds the others back no longer
+// than the writer's wait; an append nobody announced waits for nothing.
+func TestAuditWriterWaitIsBounded(t *testing.T) {
+	a := &recordingAuditor{}
+	w := newAuditWriter(a)
+	start := time.Now()
+	if err := w.append(auditRecs(0, 1), false); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 50*time.Millisecond {
+		t.Errorf("an append with nothing announced took %v", d)
+	}
+
+	w.wait = 100 * time.Millisecond
+	w.expect()
+	w.expect() // this one never comes (a session that failed without auditing would have withdrawn it)
+	start = time.Now()
+	if err := w.append(auditRecs(1, 1), true); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < w.wait || d > 10*w.wait {
+		t.Errorf("append waiting for an append that never comes took %v; want about %v", d, w.wait)
+	}
+	if len(a.batches) != 2 || len(a.batches[1]) != 1 {
+		t.Fatalf("batches = %d", len(a.batches))
+	}
+	// The next leader waits again (the announcement is still out), and
+	// then nothing holds it once it is withdrawn.
+	w.coming.Add(-1)
+	start = time.Now()
+	if err := w.append(auditRecs(2, 1), false); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 50*time.Millisecond {
+		t.Errorf("append after the withdrawal took %v", d)
 	}
 }

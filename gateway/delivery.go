@@ -32,6 +32,8 @@ type delivery struct {
 	log      *slog.Logger
 	// messageID is the Message-ID header, once the header is read.
 	messageID string
+	// expected: the message's audit records were announced (auditWriter.expect).
+	expected bool
 }
 
 // group is the recipients that receive the same bytes: one upstream
@@ -90,6 +92,11 @@ func (d *delivery) run(r io.Reader) (int64, []*group, error) {
 	msg, err := d.spool(r)
 	if err != nil {
 		return 0, nil, err
+	}
+	if d.srv.audits != nil {
+		// The message is here: its records follow one relay later.
+		d.srv.audits.expect()
+		d.expected = true
 	}
 	defer msg.Close()
 	rd, err := msg.Open()

@@ -107,13 +107,13 @@ func (s *session) Rcpt(to string) error {
 		tx.refused = append(tx.refused, rc)
 		s.log.Info("recipient refused", "tx", tx.id, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "unusable", ans.unusable)
 		reply := toSMTP(errNoKey(nil))
-		s.audit(*tx, "", []*recipient{rc}, nil, reply)
+		s.audit(*tx, "", []*recipient{rc}, nil, reply, false)
 		return reply
 	case policy.Defer:
 		tx.refused = append(tx.refused, rc)
 		s.log.Warn("recipient deferred", "tx", tx.id, "rcpt", norm, "rule", idx, "reason", rc.decision.Reason, "err", errors.Join(lookup.Err, ans.smimeUnknown))
 		reply := toSMTP(errLookup(lookup.Err))
-		s.audit(*tx, "", []*recipient{rc}, nil, reply)
+		s.audit(*tx, "", []*recipient{rc}, nil, reply, false)
 		return reply
 	case policy.Encrypt:
 		if rc.decision.Format == policy.SMIME {
@@ -134,20 +134,25 @@ func (s *session) Data(r io.Reader) (err error) {
 	tx := s.tx
 	log := s.log.With("tx", tx.id)
 	start := time.Now()
+	d := &delivery{srv: s.srv, live: tx.live, from: tx.from, mailOpts: tx.mailOpts, rcpts: tx.rcpts, log: log}
 	defer func() {
 		if p := recover(); p != nil {
 			log.Error("panic while handling message", "panic", p, "stack", string(debug.Stack()))
 			err = errLocal(fmt.Errorf("panic: %v", p))
+			if d.expected { // announced, and now never coming
+				s.srv.audits.coming.Add(-1)
+			}
 		}
 		if err != nil {
 			err = toSMTP(err)
 		}
 	}()
-	d := &delivery{srv: s.srv, live: tx.live, from: tx.from, mailOpts: tx.mailOpts, rcpts: tx.rcpts, log: log}
 	size, groups, derr := d.run(r)
 	took := time.Since(start)
 	s.srv.observe(groups, derr, took)
-	s.audit(tx, d.messageID, tx.rcpts, groups, toSMTP(derr))
+	expected := d.expected
+	d.expected = false // the audit takes the announcement over
+	s.audit(tx, d.messageID, tx.rcpts, groups, toSMTP(derr), expected)
 	replies := make([]string, 0, len(groups))
 	for _, g := range groups {
 		if g.reply != "" {

@@ -10,6 +10,8 @@ import (
 	"net/textproto"
 	"strings"
 	"time"
+
+	"github.com/sealgate/sealgate/internal/deadline"
 )
 
 // client is one upstream SMTP connection. It pipelines MAIL, RCPT and
@@ -27,6 +29,8 @@ type client struct {
 	ext  map[string]string // EHLO keywords (upper case) and their parameters
 	tls  bool
 	dot  dotWriter
+	// rd, wd: the read and write deadlines in force
+	rd, wd deadline.Lazy
 }
 
 func newClient(conn net.Conn) *client {
@@ -37,8 +41,23 @@ func newClient(conn net.Conn) *client {
 	return c
 }
 
-// deadline bounds the next exchange.
-func (c *client) deadline(d time.Duration) { _ = c.nc.SetDeadline(time.Now().Add(d)) }
+// deadline bounds the next exchange: reads and writes must each end
+// within d. Deadlines are renewed lazily (package deadline), so d may end
+// up to 1/16 of it early; a pooled connection then moves the runtime's
+// timers about once per message instead of at every step.
+func (c *client) deadline(d time.Duration) {
+	if at, set := c.rd.Next(d); set {
+		_ = c.nc.SetReadDeadline(at)
+	}
+	c.writeDeadline(d)
+}
+
+// writeDeadline bounds the next write.
+func (c *client) writeDeadline(d time.Duration) {
+	if at, set := c.wd.Next(d); set {
+		_ = c.nc.SetWriteDeadline(at)
+	}
+}
 
 // cmd sends one command and reads its reply, which must have code want.
 func (c *client) cmd(want int, line string) (string, error) {

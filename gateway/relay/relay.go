@@ -182,7 +182,7 @@ func (r *Relay) open(t *Txn, from string, utf8 bool, rcpts []string) error {
 // CRLF. Every write gets the relay timeout, so an upstream that stops
 // reading cannot block the session for ever.
 func (t *Txn) Write(p []byte) (int, error) {
-	_ = t.c.nc.SetWriteDeadline(time.Now().Add(t.r.opts.Timeout))
+	t.c.writeDeadline(t.r.opts.Timeout)
 	n, err := t.c.dot.Write(p)
 	if err != nil {
 		return n, fmt.Errorf("%w: %w", ErrBodyWrite, err)

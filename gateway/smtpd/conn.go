@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sealgate/sealgate/internal/deadline"
 )
 
 // conn is one client connection. Everything but state and raw is touched
@@ -31,6 +33,7 @@ type conn struct {
 	state atomic.Int32
 
 	out    deadlineWriter // under bw: every write to the client has a deadline
+	rd, wd deadline.Lazy  // the read and write deadlines in force (renewed lazily)
 	helo   string
 	tls    bool
 	errs   int
@@ -72,8 +75,20 @@ func newConn(s *Server, nc net.Conn) *conn {
 type deadlineWriter struct{ c *conn }
 
 func (w *deadlineWriter) Write(p []byte) (int, error) {
-	_ = w.c.nc.SetWriteDeadline(time.Now().Add(w.c.srv.WriteTimeout))
+	if at, set := w.c.wd.Next(w.c.srv.WriteTimeout); set {
+		_ = w.c.nc.SetWriteDeadline(at)
+	}
 	return w.c.nc.Write(p)
+}
+
+// readDeadline gives the next read timeout from now. Deadlines are
+// renewed lazily (package deadline): a timeout may end up to 1/16 of it
+// early, and a dialogue of a dozen commands moves the runtime's timer a
+// few times instead of once per command.
+func (c *conn) readDeadline(timeout time.Duration) {
+	if at, set := c.rd.Next(timeout); set {
+		_ = c.nc.SetReadDeadline(at)
+	}
 }
 
 // junkMax bounds the commands that move no mail (NOOP, RSET, VRFY, HELP,
@@ -202,7 +217,7 @@ func (c *conn) readLine() ([]byte, error) {
 			return nil, err
 		}
 		if !c.inData {
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.CommandTimeout))
+			c.readDeadline(c.srv.CommandTimeout)
 		}
 	}
 	line, err := c.br.ReadSlice('\n')
@@ -514,7 +529,7 @@ func (c *conn) readyForData() (ready, keep bool) {
 // startData arms the data deadline (see Server.DataTimeout).
 func (c *conn) startData() {
 	c.dataIn = 0
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.DataTimeout))
+	c.readDeadline(c.srv.DataTimeout)
 }
 
 // consumed counts message bytes read and renews the deadline per block.
@@ -522,7 +537,7 @@ func (c *conn) consumed(n int) {
 	c.dataIn += n
 	if c.dataIn >= DataBlock {
 		c.dataIn = 0
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.DataTimeout))
+		c.readDeadline(c.srv.DataTimeout)
 	}
 }
 
@@ -598,6 +613,8 @@ func (c *conn) startTLS(arg []byte) bool {
 		return false
 	}
 	_ = tc.SetReadDeadline(time.Time{}) // each read and write sets its own
+	c.rd.Reset()
+	c.wd.Reset()
 	c.nc, c.tls = tc, true
 	c.br.Reset(tc) // c.bw writes through c.out, which now uses tc
 	c.endTx()
