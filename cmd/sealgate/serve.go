@@ -26,6 +26,7 @@ import (
 	"github.com/sealgate/sealgate/gateway"
 	"github.com/sealgate/sealgate/gateway/policy"
 	"github.com/sealgate/sealgate/gateway/relay"
+	"github.com/sealgate/sealgate/internal/gctune"
 	"github.com/sealgate/sealgate/keydir"
 	"github.com/sealgate/sealgate/keydir/httpd"
 )
@@ -62,8 +63,15 @@ func cmdServe(args []string, stderr io.Writer) error {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
+	// The live heap of a busy gateway is a few MiB; without a floor the
+	// collector would run every few MiB of allocation (internal/gctune).
+	defer gctune.Floor(heapFloor)()
 	return serve(ctx, &daemon{file: *file, cfg: cfg, log: log, level: level})
 }
+
+// heapFloor is the heap size below which serve does not collect garbage
+// (unless GOGC is set in the environment).
+const heapFloor = 32 << 20
 
 // newLogger builds the logger; level is kept so a reload can change it.
 func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
