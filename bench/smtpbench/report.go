@@ -115,6 +115,7 @@ func markdown(rep *report, chart bool) string {
 	fmt.Fprintf(&b, "Throughput: closed loop for %.0f s (sessions: %s; one connection per message, as smtp-source sends them). "+
 		"Latency: open loop at half that throughput for %.1f s (or until enough samples), minus the direct path at the same rate. "+
 		"See [bench/README.md](../../README.md) for what each column means.\n\n", rep.ThrSecs, strings.Join(sess, ", "), rep.LatSecs)
+	b.WriteString(ceilingRuns(rep))
 	b.WriteString(Table(rep))
 	b.WriteString("\n")
 	if chart {
@@ -328,3 +329,18 @@ func firstLine(s string) string {
 }
 
 func mdEscape(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
+
+// ceilingRuns says what each size's ceiling is the mean of.
+func ceilingRuns(rep *report) string {
+	var parts []string
+	for _, sz := range rep.Sizes {
+		if runs := rep.CeilingRuns[sz.Name]; len(runs) == 2 {
+			parts = append(parts, fmt.Sprintf("%s %s before the scenarios and %s after", sizeLabel(sz.Name), rate(runs[0]), rate(runs[1])))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "The ceiling (smtp-source → smtp-sink, msg/s) is measured twice per size, and the ratios use the mean: " +
+		strings.Join(parts, "; ") + ".\n\n"
+}
