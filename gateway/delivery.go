@@ -171,7 +171,7 @@ func (d *delivery) spool(r io.Reader) (*spool.Message, error) {
 		return nil, errLocal(err)
 	}
 	cw := newCRLFWriter(sw)
-	if _, err := io.Copy(cw, r); err != nil {
+	if _, err := copyPooled(cw, r); err != nil {
 		sw.Discard()
 		if errors.Is(err, spool.ErrTooLarge) || errors.Is(err, smtpd.ErrTooBig) {
 			return nil, errTooBig
@@ -257,7 +257,7 @@ func writePlain(w io.Writer, h textproto.Header, body io.Reader) error {
 	if err := writePlainHeader(w, h); err != nil {
 		return err
 	}
-	_, err := io.Copy(w, body)
+	_, err := copyPooled(w, body)
 	return err
 }
 
@@ -275,7 +275,7 @@ func (d *delivery) writePGP(w io.Writer, h textproto.Header, body io.Reader, g *
 	if err := writeInnerHeader(enc, h, protect); err != nil {
 		return errLocal(err)
 	}
-	if _, err := io.Copy(enc, body); err != nil {
+	if _, err := copyPooled(enc, body); err != nil {
 		return err
 	}
 	if err := enc.Close(); err != nil {
