@@ -163,9 +163,7 @@ func (w *auditWriter) append(recs []keydir.AuditRecord, expected bool) error {
 	for _, r := range batch {
 		all = append(all, r.recs...)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	_, err := w.a.AppendAudit(ctx, all)
-	cancel()
+	err := w.commit(all)
 	for _, r := range batch {
 		if r != req {
 			r.done <- err
@@ -180,6 +178,20 @@ func (w *auditWriter) append(recs []keydir.AuditRecord, expected bool) error {
 		w.writing = false
 	}
 	w.mu.Unlock()
+	return err
+}
+
+// commit writes one batch. A panic in the store becomes an error, so the
+// sessions waiting for this batch, and the next leader, are always told.
+func (w *auditWriter) commit(all []keydir.AuditRecord) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("gateway: audit append panicked: %v", p)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = w.a.AppendAudit(ctx, all)
 	return err
 }
 

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,5 +249,33 @@ func TestAuditWriterWaitIsBounded(t *testing.T) {
 	}
 	if d := time.Since(start); d > 50*time.Millisecond {
 		t.Errorf("append after the withdrawal took %v", d)
+	}
+}
+
+type panickingAuditor struct{ calls atomic.Int32 }
+
+func (a *panickingAuditor) AppendAudit(context.Context, []keydir.AuditRecord) ([]keydir.AuditRecord, error) {
+	if a.calls.Add(1) == 1 {
+		panic("store bug")
+	}
+	return nil, nil
+}
+
+// A store that panics fails that append with an error; the writer goes on.
+func TestAuditWriterSurvivesPanic(t *testing.T) {
+	a := &panickingAuditor{}
+	w := newAuditWriter(a)
+	if err := w.append(auditRecs(0, 1), false); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("append through a panicking store = %v; want an error", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.append(auditRecs(1, 1), false) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the writer is stuck after a panic")
 	}
 }
