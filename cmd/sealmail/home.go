@@ -162,8 +162,14 @@ func (p *passphrase) terminal() (*os.File, io.Writer, func(), error) {
 }
 
 func ask(tty *os.File, prompt io.Writer, question string) ([]byte, error) {
+	fd := int(tty.Fd())
+	restore, err := echoOff(fd)
+	if err != nil {
+		return nil, fmt.Errorf("read passphrase: %w", err)
+	}
+	defer restore()
 	fmt.Fprint(prompt, question)
-	b, err := term.ReadPassword(int(tty.Fd()))
+	b, err := term.ReadPassword(fd)
 	fmt.Fprintln(prompt)
 	if err != nil {
 		return nil, fmt.Errorf("read passphrase: %w", err)
