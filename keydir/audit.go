@@ -329,30 +329,22 @@ func auditSeqRowid(ctx context.Context, tx *sql.Tx, d dialect) error {
 	if d.name != "sqlite" {
 		return nil
 	}
-	for _, q := range []string{
-		`CREATE TABLE audit_v5 (
-			seq         INTEGER NOT NULL PRIMARY KEY,
-			at          TIMESTAMP NOT NULL,
-			tx_id       TEXT NOT NULL,
-			message_id  TEXT NOT NULL,
-			sender      TEXT NOT NULL,
-			recipient   TEXT NOT NULL,
-			decision    TEXT NOT NULL,
-			format      TEXT NOT NULL,
-			fingerprint TEXT NOT NULL,
-			key_source  TEXT NOT NULL,
-			rule        TEXT NOT NULL,
-			outcome     TEXT NOT NULL,
-			prev_hash   TEXT NOT NULL,
-			hash        TEXT NOT NULL
-		)`,
+	// The v3 table, with seq as INTEGER (the rowid alias) under a new name,
+	// then v3's indexes on the renamed table.
+	v3 := schemaV3()
+	create := strings.NewReplacer("CREATE TABLE audit (", "CREATE TABLE audit_v5 (",
+		"seq         BIGINT NOT NULL PRIMARY KEY", "seq         INTEGER NOT NULL PRIMARY KEY").Replace(d.rebind(v3[0]))
+	if !strings.Contains(create, "audit_v5") || !strings.Contains(create, "INTEGER NOT NULL PRIMARY KEY") {
+		return errors.New("audit table definition not as expected")
+	}
+	stmts := []string{
+		create,
 		`INSERT INTO audit_v5 (` + auditColumns + `) SELECT ` + auditColumns + ` FROM audit ORDER BY seq`,
 		`DROP TABLE audit`,
 		`ALTER TABLE audit_v5 RENAME TO audit`,
-		`CREATE INDEX audit_recipient ON audit (recipient, seq)`,
-		`CREATE INDEX audit_at ON audit (at)`,
-	} {
-		if _, err := tx.ExecContext(ctx, q); err != nil {
+	}
+	for _, q := range append(stmts, v3[1:]...) {
+		if _, err := tx.ExecContext(ctx, d.rebind(q)); err != nil {
 			return err
 		}
 	}
