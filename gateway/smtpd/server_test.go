@@ -208,6 +208,18 @@ func (b *backend) mailFroms() []string {
 	return append([]string(nil), b.mails...)
 }
 
+// expectCutOff checks that the server closed c's connection, that the
+// session logged out, and that the backend saw one message whose reader
+// ended with an error (not EOF): the transfer was cut off, never complete.
+func (b *backend) expectCutOff(t testing.TB, c *client) {
+	t.Helper()
+	c.expectClosed()
+	b.waitLogout(t)
+	if ms := b.messages(); len(ms) != 1 || ms[0].Err == nil || ms[0].Err == io.EOF {
+		t.Fatalf("backend saw %+v", ms)
+	}
+}
+
 // waitLogout waits until one more session has logged out.
 func (b *backend) waitLogout(t testing.TB) {
 	t.Helper()
@@ -1539,11 +1551,7 @@ func TestTimeoutMidDATA(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("421 after %v", d)
 	}
-	c.expectClosed()
-	be.waitLogout(t)
-	if ms := be.messages(); len(ms) != 1 || ms[0].Err == nil || ms[0].Err == io.EOF {
-		t.Fatalf("backend saw %+v", ms)
-	}
+	be.expectCutOff(t, c)
 }
 
 func TestTimeoutMidBDAT(t *testing.T) {
@@ -1552,11 +1560,7 @@ func TestTimeoutMidBDAT(t *testing.T) {
 	c.envelope("a@x", "b@y")
 	c.write("BDAT 100 LAST\r\npartial")
 	c.expect("421 4.4.2")
-	c.expectClosed()
-	be.waitLogout(t)
-	if ms := be.messages(); len(ms) != 1 || ms[0].Err == nil || ms[0].Err == io.EOF {
-		t.Fatalf("backend saw %+v", ms)
-	}
+	be.expectCutOff(t, c)
 }
 
 // DataTimeout is renewed per DataBlock, not per byte: a trickle times out.
@@ -1753,12 +1757,8 @@ func TestShutdownContextExpires(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Shutdown took %v", d)
 	}
-	c.expectClosed()
-	be.waitLogout(t)
+	be.expectCutOff(t, c)
 	waitServed(t, ts)
-	if ms := be.messages(); len(ms) != 1 || ms[0].Err == nil || ms[0].Err == io.EOF {
-		t.Fatalf("backend saw %+v", ms)
-	}
 }
 
 func TestServeRefusesBadConfig(t *testing.T) {
@@ -1826,11 +1826,7 @@ func TestBDATTooManyErrorsBetweenChunks(t *testing.T) {
 	c.write("VRFY x\r\n")
 	c.expect("503 ")
 	c.expect("421 4.7.0")
-	c.expectClosed()
-	be.waitLogout(t)
-	if ms := be.messages(); len(ms) != 1 || ms[0].Err == nil || ms[0].Err == io.EOF {
-		t.Fatalf("backend saw %+v", ms)
-	}
+	be.expectCutOff(t, c)
 }
 
 // MaxLineLength counts a DATA line without its line ending, like a
