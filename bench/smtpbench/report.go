@@ -132,6 +132,7 @@ func markdown(rep *report, chart bool) string {
 		}
 		b.WriteString("\n")
 	}
+	b.WriteString(costSplit(rep))
 	b.WriteString("## Latency and CPU details\n\n")
 	b.WriteString("DATA command to final 250, in ms. *Half load*: open loop at the rate shown; *direct*: the same rate straight into " +
 		"smtp-sink; *saturated*: during the closed-loop throughput run (mostly queueing). *Late*: messages the loader started over 10 ms " +
@@ -316,6 +317,14 @@ func cpu(v float64) string {
 	return fmt.Sprintf("%.3f", v)
 }
 
+// signedCPU is cpu for a difference, which may be negative.
+func signedCPU(v float64) string {
+	if v < 0 {
+		return "−" + cpu(-v)
+	}
+	return cpu(v)
+}
+
 func rss(v float64, id string) string {
 	if id == "gpg-filter" {
 		return num(v) + " ¹"
@@ -343,4 +352,51 @@ func ceilingRuns(rep *report) string {
 	}
 	return "The ceiling (smtp-source → smtp-sink, msg/s) is measured twice per size, and the ratios use the mean: " +
 		strings.Join(parts, "; ") + ".\n\n"
+}
+
+// costSplit says, per size, where PGP x25519's extra cost over
+// passthrough goes: CPU time per message of the gateway, the sink and the
+// loader, and the rest of the machine time a message takes when the
+// machine is saturated (CPUs divided by msg/s: the kernel's network work
+// outside process context, and idle time). Its last column is how much
+// extra machine time per message a ratio of 0.85 × passthrough allows.
+func costSplit(rep *report) string {
+	var cpus float64
+	fmt.Sscan(rep.Env["cpus"], &cpus)
+	if cpus <= 0 {
+		return ""
+	}
+	type split struct{ machine, gateway, sink, loader float64 }
+	of := func(r *row) split {
+		t := r.Throughput
+		return split{cpus * 1000 / t.MsgsPerS, r.CPUMSPerMsg, r.SinkCPUMS, t.LoaderCPUMS / float64(max(t.Sent, 1))}
+	}
+	var b strings.Builder
+	for _, sz := range rep.Sizes {
+		never, pgp := rep.rowFor(sz.Name, "never"), rep.rowFor(sz.Name, "pgp-x25519")
+		if never == nil || pgp == nil || never.Failed != "" || pgp.Failed != "" || never.Throughput.MsgsPerS <= 0 || pgp.Throughput.MsgsPerS <= 0 {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("## Where encrypting's cost goes (PGP/MIME x25519 against passthrough)\n\n" +
+				"Per message of the throughput runs, in CPU ms. *Machine*: the CPUs' time per message at saturation (" +
+				rep.Env["cpus"] + " CPUs ÷ msg/s); *rest*: machine time no measured process used (the kernel's network work " +
+				"outside process context, idle moments). *Allowed for 0.85*: the extra machine time per message with which " +
+				"PGP would still reach 0.85 × passthrough.\n\n" +
+				"| size | path | machine | gateway | sink | loader | rest |\n|---|---|--:|--:|--:|--:|--:|\n")
+		}
+		n, p := of(never), of(pgp)
+		line := func(label string, s split) {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", sizeLabel(sz.Name), label, signedCPU(s.machine), signedCPU(s.gateway),
+				signedCPU(s.sink), signedCPU(s.loader), signedCPU(s.machine-s.gateway-s.sink-s.loader))
+		}
+		line(never.Label, n)
+		line(pgp.Label, p)
+		line("**extra for PGP**", split{p.machine - n.machine, p.gateway - n.gateway, p.sink - n.sink, p.loader - n.loader})
+		fmt.Fprintf(&b, "| %s | allowed for 0.85 × passthrough | %s | | | | |\n", sizeLabel(sz.Name), cpu(n.machine/0.85-n.machine))
+	}
+	if b.Len() > 0 {
+		b.WriteString("\n")
+	}
+	return b.String()
 }
