@@ -134,6 +134,7 @@ type report struct {
 	CeilingRuns map[string][]float64 `json:"ceiling_runs_msgs_per_s,omitempty"`
 	Rows        []row                `json:"rows"`
 	Big         []bigResult          `json:"big,omitempty"`
+	Paired      []paired             `json:"paired,omitempty"` // see pairedRun
 	Notes       []string             `json:"notes,omitempty"`
 }
 
@@ -327,6 +328,18 @@ func (b *bench) main(quick bool, only, scen string, big bool) error {
 			if b.ctx.Err() != nil {
 				return b.ctx.Err()
 			}
+		}
+		if slices.ContainsFunc(scens, func(s scenario) bool { return s.ID == "never" }) &&
+			slices.ContainsFunc(scens, func(s scenario) bool { return s.ID == "pgp-x25519" }) {
+			p := b.pairedRun(sz)
+			if p.Failed != "" {
+				logf("%-7s interleaved headline ratios FAILED: %s", sz.Name, p.Failed)
+			} else {
+				oc, on := p.ratios()
+				logf("%-7s interleaved, medians of %d rounds: ceiling %.0f, passthrough %.0f, PGP %.0f msg/s; PGP %.2f x ceiling, %.2f x passthrough",
+					sz.Name, pairedRounds, median(p.Ceiling), median(p.Never), median(p.PGP), median(oc), median(on))
+			}
+			rep.Paired = append(rep.Paired, p)
 		}
 		// Once more after the scenarios: on a shared machine the ceiling
 		// drifts, and every ratio of the size rests on it.

@@ -118,6 +118,7 @@ func markdown(rep *report, chart bool) string {
 	b.WriteString(ceilingRuns(rep))
 	b.WriteString(Table(rep))
 	b.WriteString("\n")
+	b.WriteString(pairedTable(rep))
 	if chart {
 		b.WriteString("![throughput by size and format](throughput.png)\n\n")
 	}
