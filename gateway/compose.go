@@ -17,10 +17,11 @@ import (
 // errHeaderTooLarge marks a header section over the configured cap.
 var errHeaderTooLarge = errors.New("gateway: message header too large")
 
-// parseHeader splits a canonical (CRLF) message into its header section and
-// a reader of the body. At most max bytes are read for the header. Every
-// field keeps its raw bytes, so what is copied out is what came in.
-func parseHeader(msg io.Reader, max int64) (textproto.Header, io.Reader, error) {
+// parseHeader reads the header section of a canonical (CRLF) message,
+// at most max bytes of it, and returns it with its length in bytes (the
+// blank line that ends it included): where the body starts. Every field
+// keeps its raw bytes, so what is copied out is what came in.
+func parseHeader(msg io.Reader, max int64) (textproto.Header, int64, error) {
 	lr := &io.LimitedReader{R: msg, N: max}
 	br := headerReaders.Get().(*bufio.Reader)
 	br.Reset(lr)
@@ -28,22 +29,35 @@ func parseHeader(msg io.Reader, max int64) (textproto.Header, io.Reader, error) 
 	h, err := textproto.ReadHeader(br)
 	if err != nil {
 		if lr.N == 0 {
-			return h, nil, errHeaderTooLarge
+			return h, 0, errHeaderTooLarge
 		}
-		return h, nil, fmt.Errorf("gateway: malformed header: %w", err)
+		return h, 0, fmt.Errorf("gateway: malformed header: %w", err)
 	}
 	consumed := max - lr.N - int64(br.Buffered())
 	if lr.N == 0 && consumed != rawLen(h)+2 {
 		// ReadHeader stopped at the end of what the limit let through,
 		// not at the blank line (CRLF) that ends a header section.
-		return h, nil, errHeaderTooLarge
+		return h, 0, errHeaderTooLarge
 	}
-	rest := make([]byte, br.Buffered())
-	copy(rest, mustPeek(br, len(rest)))
-	return h, io.MultiReader(bytes.NewReader(rest), msg), nil
+	return h, consumed, nil
 }
 
-// headerReaders recycles parseHeader's buffers (two per message and group).
+// bodyAfter returns msg advanced past a header section of n bytes, as
+// parseHeader measured it on the same message.
+func bodyAfter(msg io.Reader, n int64) (io.Reader, error) {
+	if s, ok := msg.(io.Seeker); ok { // a message held in memory: no copy
+		if _, err := s.Seek(n, io.SeekCurrent); err != nil {
+			return nil, err
+		}
+		return msg, nil
+	}
+	if _, err := io.CopyN(io.Discard, msg, n); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// headerReaders recycles parseHeader's buffers (one per message).
 var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16*1024) }}
 
 // rawLen is the byte length of all header fields as they were read.

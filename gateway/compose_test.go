@@ -9,7 +9,11 @@ import (
 
 func TestInnerHeaderAddsMIMEFieldsWhenMissing(t *testing.T) {
 	msg := "From: a@x.example\r\nTo: b@y.example\r\nBcc: hidden@z.example\r\nSubject: s\r\n\r\nbody\r\n"
-	h, body, err := parseHeader(strings.NewReader(msg), 1024)
+	h, n, err := parseHeader(strings.NewReader(msg), 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := bodyAfter(strings.NewReader(msg), n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,22 +66,34 @@ func TestParseHeaderAtLimitBoundaries(t *testing.T) {
 	hdr := "Subject: s\r\nFrom: a@x.example\r\n\r\n"
 	body := strings.Repeat("b", 5000)
 	// The limit exactly fits the header, and is far below the message size.
-	h, rest, err := parseHeader(strings.NewReader(hdr+body), int64(len(hdr)))
+	h, n, err := parseHeader(strings.NewReader(hdr+body), int64(len(hdr)))
 	if err != nil {
 		t.Fatalf("header exactly at the limit: %v", err)
 	}
 	if h.Get("From") != "a@x.example" {
 		t.Errorf("From %q", h.Get("From"))
 	}
-	if b, _ := io.ReadAll(rest); string(b) != body {
-		t.Errorf("body of %d bytes, want %d", len(b), len(body))
+	if n != int64(len(hdr)) {
+		t.Errorf("header length %d, want %d", n, len(hdr))
+	}
+	// The body after the header, from a reader that can seek and from one
+	// that cannot.
+	for _, r := range []io.Reader{strings.NewReader(hdr + body), io.MultiReader(strings.NewReader(hdr + body))} {
+		rest, err := bodyAfter(r, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := io.ReadAll(rest); string(b) != body {
+			t.Errorf("body of %d bytes, want %d", len(b), len(body))
+		}
 	}
 	// One byte less: the blank line does not fit.
 	if _, _, err := parseHeader(strings.NewReader(hdr+body), int64(len(hdr)-1)); err != errHeaderTooLarge {
 		t.Errorf("header over the limit: %v", err)
 	}
 	// A message that is only a header (no blank line, no body) is fine.
-	if _, _, err := parseHeader(strings.NewReader("Subject: s\r\n"), 1000); err != nil {
-		t.Errorf("header-only message: %v", err)
+	only := "Subject: s\r\n"
+	if _, n, err := parseHeader(strings.NewReader(only), 1000); err != nil || n != int64(len(only)) {
+		t.Errorf("header-only message: length %d, %v", n, err)
 	}
 }

@@ -30,7 +30,10 @@ type delivery struct {
 	mailOpts smtpd.MailOptions
 	rcpts    []*recipient
 	log      *slog.Logger
-	// messageID is the Message-ID header, once the header is read.
+	// header is the message's header section, once read; headerLen its
+	// length in bytes (the body starts there); messageID its Message-ID.
+	header    textproto.Header
+	headerLen int64
 	messageID string
 	// expected: the message's audit records were announced (auditWriter.expect).
 	expected bool
@@ -103,11 +106,11 @@ func (d *delivery) run(r io.Reader) (int64, []*group, error) {
 	if err != nil {
 		return msg.Size(), nil, errLocal(err)
 	}
-	h, _, err := parseHeader(rd, d.srv.opts.MaxHeaderBytes)
+	h, n, err := parseHeader(rd, d.srv.opts.MaxHeaderBytes)
 	if err != nil {
 		return msg.Size(), nil, headerReply(err)
 	}
-	d.messageID = h.Get("Message-Id")
+	d.header, d.headerLen, d.messageID = h, n, h.Get("Message-Id")
 	groups := d.group(visibleRecipients(h, keydir.NormalizeAddress))
 	return msg.Size(), groups, d.relay(msg, groups)
 }
@@ -228,9 +231,11 @@ func (d *delivery) writeBody(t *relay.Txn, msg *spool.Message, g *group) error {
 	if err != nil {
 		return errLocal(err)
 	}
-	h, body, err := parseHeader(rd, d.srv.opts.MaxHeaderBytes)
+	// The header was parsed once, in run; every copy reads it from there.
+	h := d.header
+	body, err := bodyAfter(rd, d.headerLen)
 	if err != nil {
-		return headerReply(err)
+		return errLocal(err)
 	}
 	bw := bodyWriters.Get().(*bufio.Writer)
 	bw.Reset(t)
