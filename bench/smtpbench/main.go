@@ -331,7 +331,7 @@ func (b *bench) main(quick bool, only, scen string, big bool) error {
 		}
 		if slices.ContainsFunc(scens, func(s scenario) bool { return s.ID == "never" }) &&
 			slices.ContainsFunc(scens, func(s scenario) bool { return s.ID == "pgp-x25519" }) {
-			p := b.pairedRun(sz)
+			p := b.pairedRun(sz, rep.Ceiling[sz.Name])
 			if p.Failed != "" {
 				logf("%-7s interleaved headline ratios FAILED: %s", sz.Name, p.Failed)
 			} else {

@@ -50,7 +50,7 @@ func median(v []float64) float64 {
 // the ceiling (smtp-source → smtp-sink), passthrough and PGP one after the
 // other, in an order that rotates from round to round. Each ratio is taken
 // within a round; the report gives the median of the rounds.
-func (b *bench) pairedRun(sz msgSize) (p paired) {
+func (b *bench) pairedRun(sz msgSize, ceilingRate float64) (p paired) {
 	p = paired{Size: sz.Name, Seconds: b.thr.Seconds() / 2}
 	window := b.thr / 2
 	never, pgp := scenarios[0], scenarios[1]
@@ -75,19 +75,15 @@ func (b *bench) pairedRun(sz msgSize) (p paired) {
 		}
 		ts = append(ts, target{sc, addr})
 	}
-	// The ceiling window: smtp-source sends as many messages as it did in
-	// about one window at the last measured rate.
-	ceilingRate := 0.0
+	// The ceiling window: smtp-source sends as many messages as it sends
+	// in about one window at the last measured rate (at first the size's
+	// ceiling measured before its scenarios).
 	for round := range pairedRounds {
 		figs := map[string]float64{}
 		for k := range 3 {
 			switch (round + k) % 3 {
 			case 0:
-				m := int(ceilingRate * window.Seconds())
-				if ceilingRate == 0 {
-					m = sz.Sessions * 10
-				}
-				v, err := b.source(b.sinkAddr, sz, "plain@plain.bench.example", m)
+				v, err := b.source(b.sinkAddr, sz, "plain@plain.bench.example", int(ceilingRate*window.Seconds()))
 				if err != nil {
 					p.Failed = "ceiling: " + err.Error()
 					return p
