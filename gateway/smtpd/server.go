@@ -54,11 +54,10 @@ type Server struct {
 //
 // Why workers: a connection's goroutine needs a deep stack for a moment
 // (SQLite, IDNA, the OpenPGP and S/MIME code), and a new goroutine's stack
-// starts small and is copied each time it doubles. One connection per
-// message is how most MTAs send, so under load the copying was 4% of the
-// gateway's CPU (5% of an encrypted message's). A worker serves one
-// connection after another and keeps its grown stack until the garbage
-// collector shrinks it.
+// starts small and is copied each time it doubles. Many clients send one
+// message per connection, and under such load the copying was about 4% of
+// the gateway's CPU. A worker serves one connection after another and
+// keeps its grown stack until the garbage collector shrinks it.
 const workerLinger = 2 * time.Second
 
 // DataBlock is how much data must arrive within one DataTimeout.
