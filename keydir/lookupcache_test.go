@@ -3,8 +3,10 @@ package keydir
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // TestLookupCacheSeesOtherWriters: node a answers lookups from its cache,
@@ -92,5 +94,85 @@ func TestLookupAnswersAreCopies(t *testing.T) {
 	second, err := s.Lookup(context.Background(), "a@example.org")
 	if err != nil || second[0].Fingerprint == "changed" || second[0].Addresses[0] == "changed" {
 		t.Fatalf("the cache gave back a caller's changes: %+v, %v", second, err)
+	}
+}
+
+// TestGenerationReadOncePerChange: on SQLite, lookups read the generation
+// from the database only after a change (through this process or another
+// one, which both increment the shared change counter), and still see
+// every change at the very next lookup.
+func TestGenerationReadOncePerChange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sealgate.db")
+	a, b := openTestSQLite(t, path), openTestSQLite(t, path)
+	if a.changes == nil {
+		t.Fatal("no shared change counter on SQLite")
+	}
+	if fi, err := os.Stat(path + changeCounterSuffix); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("change counter file: %v, %v; want mode 0600", fi, err)
+	}
+	ctx := t.Context()
+	const addr = "joe.doe@example.org"
+	lookups := func(step string, want int) {
+		t.Helper()
+		before := a.genQueries.Load()
+		for range 50 {
+			keys, err := a.Lookup(ctx, addr)
+			if err != nil || len(keys) != want {
+				t.Fatalf("%s: Lookup = %d keys, %v; want %d", step, len(keys), err, want)
+			}
+		}
+		if n := a.genQueries.Load() - before; n > 1 {
+			t.Fatalf("%s: 50 lookups read the generation %d times; want at most once", step, n)
+		}
+	}
+	lookups("empty directory", 0)
+	mustPut(t, b, fakeKey(1, addr)) // the other process
+	lookups("after b's import", 1)
+	mustPut(t, a, fakeKey(2, addr)) // this one
+	lookups("after a's import", 2)
+	if err := b.Remove(ctx, fakeKey(1).Fingerprint); err != nil {
+		t.Fatal(err)
+	}
+	lookups("after b's removal", 1)
+	// Audit appends change no key and leave the counter alone.
+	before := a.changes.load()
+	if _, err := b.AppendAudit(ctx, []AuditRecord{{Time: fakeTime(), TxID: "t", Sender: "s@x.example", Recipient: addr, Decision: "plain"}}); err != nil {
+		t.Fatal(err)
+	}
+	if after := a.changes.load(); after != before {
+		t.Fatalf("an audit append moved the change counter %d → %d", before, after)
+	}
+}
+
+// TestGenerationRecheckCatchesChangesAroundSealgate: a change made without
+// the change counter (the sqlite3 shell) applies within generationRecheck.
+func TestGenerationRecheckCatchesChangesAroundSealgate(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "sealgate.db")
+	a, b := openTestSQLite(t, path), openTestSQLite(t, path)
+	ctx := t.Context()
+	const addr = "joe.doe@example.org"
+	mustPut(t, a, fakeKey(1, addr))
+	if keys, err := a.Lookup(ctx, addr); err != nil || len(keys) != 1 {
+		t.Fatalf("Lookup = %d keys, %v", len(keys), err)
+	}
+	// Straight SQL on the other connection pool: the triggers move the
+	// generation, nothing moves the counter.
+	if _, err := b.db.ExecContext(ctx, `DELETE FROM key_addresses WHERE address = ?`, addr); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(generationRecheck + time.Second)
+	for {
+		keys, err := a.Lookup(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the address removed with SQL is still served %v after", generationRecheck+time.Second)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

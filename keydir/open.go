@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -59,6 +60,14 @@ type SQLStore struct {
 	stmts  map[string]*sql.Stmt
 
 	lookups lookupCache // see lookupcache.go
+
+	// SQLite only: the shared change counter (changes_unix.go), nil where
+	// there is none, and the generation last read with the counter value
+	// read before it (see currentGeneration).
+	changes *changeCounter
+	genSeen atomic.Pointer[genSnapshot]
+	// genQueries counts generation reads from the database, for tests.
+	genQueries atomic.Int64
 
 	// SQLite only: the background checkpointer (see checkpointLoop).
 	stopCkpt chan struct{}
@@ -110,6 +119,12 @@ func OpenSQLite(ctx context.Context, path string) (*SQLStore, error) {
 	s := &SQLStore{db: db, d: sqliteDialect}
 	if err := s.init(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("keydir: open sqlite %s: %w", abs, err), db.Close())
+	}
+	// Without the counter (no shared memory here) every lookup reads the
+	// generation from the database, as on PostgreSQL: slower, as correct.
+	if c, err := openChangeCounter(abs + changeCounterSuffix); err == nil {
+		s.changes = c
+		c.bump() // a migration just run may have changed the directory
 	}
 	s.stopCkpt, s.ckptDone = make(chan struct{}), make(chan struct{})
 	go s.checkpointLoop(checkpointEvery)
@@ -220,6 +235,12 @@ func (s *SQLStore) Close() error {
 	s.stmtMu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("keydir: close: %w", err)
+	}
+	if s.changes != nil {
+		if err := s.changes.close(); err != nil {
+			return fmt.Errorf("keydir: close: %w", err)
+		}
+		s.changes = nil
 	}
 	return nil
 }

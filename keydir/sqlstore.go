@@ -194,7 +194,7 @@ func (s *SQLStore) Lookup(ctx context.Context, address string) ([]Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keydir: lookup: %w", err)
 	}
-	gen, err := s.generation(ctx)
+	gen, err := s.currentGeneration(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("keydir: lookup %s: %w", a, err)
 	}
@@ -356,8 +356,23 @@ func (s *SQLStore) removeTx(ctx context.Context, tx *sql.Tx, f, withAddress stri
 	return true, s.recordEvent(ctx, tx, e, addrs)
 }
 
-// inTx runs fn in a transaction, committed when fn returns nil.
+// inTx runs fn in a transaction that may change the directory, committed
+// when fn returns nil; after the commit it increments the shared change
+// counter, so that every process's next lookup reads the generation.
 func (s *SQLStore) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := s.runTx(ctx, fn); err != nil {
+		return err
+	}
+	if s.changes != nil {
+		s.changes.bump()
+	}
+	return nil
+}
+
+// runTx runs fn in a transaction, committed when fn returns nil. It is for
+// transactions that leave keys and addresses alone (audit appends); the
+// others use inTx.
+func (s *SQLStore) runTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
