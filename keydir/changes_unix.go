@@ -5,6 +5,7 @@ package keydir
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 
@@ -47,13 +48,12 @@ func openChangeCounter(path string) (*changeCounter, error) {
 		return nil, fmt.Errorf("keydir: change counter: map %s: %w", path, err)
 	}
 	// The mapping starts on a page boundary, so the counter is aligned.
-	return &changeCounter{mem: mem, v: (*uint64)(unsafe.Pointer(&mem[0]))}, nil
+	c := &changeCounter{mem: mem, v: (*uint64)(unsafe.Pointer(&mem[0]))}
+	// Unmapped once nothing can read it any more, not at the store's Close:
+	// a lookup still running then would touch an unmapped page and crash.
+	runtime.AddCleanup(c, func(m []byte) { _ = unix.Munmap(m) }, mem)
+	return c, nil
 }
 
 func (c *changeCounter) load() uint64 { return atomic.LoadUint64(c.v) }
 func (c *changeCounter) bump()        { atomic.AddUint64(c.v, 1) }
-
-func (c *changeCounter) close() error {
-	c.v = nil
-	return unix.Munmap(c.mem)
-}

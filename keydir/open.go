@@ -236,11 +236,5 @@ func (s *SQLStore) Close() error {
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("keydir: close: %w", err)
 	}
-	if s.changes != nil {
-		if err := s.changes.close(); err != nil {
-			return fmt.Errorf("keydir: close: %w", err)
-		}
-		s.changes = nil
-	}
 	return nil
 }

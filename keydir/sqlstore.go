@@ -357,16 +357,16 @@ func (s *SQLStore) removeTx(ctx context.Context, tx *sql.Tx, f, withAddress stri
 }
 
 // inTx runs fn in a transaction that may change the directory, committed
-// when fn returns nil; after the commit it increments the shared change
-// counter, so that every process's next lookup reads the generation.
+// when fn returns nil; then it increments the shared change counter, so
+// that every process's next lookup reads the generation.
 func (s *SQLStore) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	if err := s.runTx(ctx, fn); err != nil {
-		return err
-	}
+	err := s.runTx(ctx, fn)
+	// Also after a failure: a commit that reported an error may still have
+	// happened, and a needless increment costs one generation read.
 	if s.changes != nil {
 		s.changes.bump()
 	}
-	return nil
+	return err
 }
 
 // runTx runs fn in a transaction, committed when fn returns nil. It is for
