@@ -8,7 +8,10 @@ import (
 	"testing"
 )
 
-func TestSQLiteMigrationBackfill(t *testing.T) {
+// openRawSQLite opens a new SQLite database with no schema, closed when
+// the test ends.
+func openRawSQLite(t *testing.T) *sql.DB {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "sealgate.db")
 	if err := createPrivateFile(path); err != nil {
 		t.Fatal(err)
@@ -18,6 +21,11 @@ func TestSQLiteMigrationBackfill(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func TestSQLiteMigrationBackfill(t *testing.T) {
+	db := openRawSQLite(t)
 	testMigrationBackfill(t, db, sqliteDialect)
 }
 
@@ -84,15 +92,7 @@ func testMigrationBackfill(t *testing.T, db *sql.DB, d dialect) {
 // rowid): the chain, its filters and later appends are unchanged.
 func TestSQLiteAuditSeqRowid(t *testing.T) {
 	ctx := t.Context()
-	path := filepath.Join(t.TempDir(), "sealgate.db")
-	if err := createPrivateFile(path); err != nil {
-		t.Fatal(err)
-	}
-	db, err := sql.Open("sqlite", sqliteDSN(path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openRawSQLite(t)
 	all := migrations()
 	if _, err := migrate(ctx, db, sqliteDialect, all[:4]); err != nil {
 		t.Fatalf("migrate to version 4: %v", err)
