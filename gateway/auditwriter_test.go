@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,13 +67,7 @@ func TestAuditWriterGroupCommit(t *testing.T) {
 		go func() { defer wg.Done(); errs <- w.append(auditRecs(s, 2), false) }()
 	}
 	// Everyone queues behind the first append.
-	for {
-		w.mu.Lock()
-		n := len(w.queue)
-		w.mu.Unlock()
-		if n == waiting {
-			break
-		}
+	for queued(w) != waiting {
 		select {
 		case err := <-errs:
 			t.Fatalf("an append returned (%v) while the first was still being written", err)
@@ -140,13 +135,8 @@ func TestAuditWriterBatchLimitAndErrors(t *testing.T) {
 	for s := 1; s <= sessions; s++ {
 		go func() { results <- result{s, w.append(auditRecs(s, each), false)} }()
 	}
-	for {
-		w.mu.Lock()
-		n := len(w.queue)
-		w.mu.Unlock()
-		if n == sessions {
-			break
-		}
+	for queued(w) != sessions {
+		runtime.Gosched()
 	}
 	close(a.gate)
 	if err := <-first; err != nil {
@@ -278,4 +268,11 @@ func TestAuditWriterSurvivesPanic(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the writer is stuck after a panic")
 	}
+}
+
+// queued is how many appends wait in w's queue.
+func queued(w *auditWriter) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.queue)
 }
